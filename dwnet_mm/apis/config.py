@@ -1,0 +1,166 @@
+"""Turn a config plus command-line options into a runnable config."""
+import os.path as osp
+
+from mmengine.config import Config
+
+from ..utils.frameworks import FRAMEWORK_EXTRAS, require_framework
+
+
+class ConfigError(ValueError):
+    """A config or command-line option that cannot run as given."""
+
+
+def load_config(path, cfg_options=None):
+    """Read a config, checking that it and its framework exist.
+
+    Args:
+        path (str): Config file.
+        cfg_options (dict, optional): Overrides in ``--cfg-options`` form.
+
+    Returns:
+        Config: The merged config.
+    """
+    if not osp.isfile(path):
+        raise ConfigError(f'config file {path!r} does not exist; pass a file '
+                          'under configs/ (e.g. configs/det/'
+                          'cascade_dwnet_tiny_3x.py)')
+    scope = _peek_scope(path)
+    if scope in FRAMEWORK_EXTRAS:
+        require_framework(scope, f'config {osp.basename(path)}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _peek_scope(path):
+    """The framework a config needs, read without importing its bases."""
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    for scope in FRAMEWORK_EXTRAS:
+        if f"'{scope}::" in text or f'"{scope}::' in text or \
+                f"default_scope = '{scope}'" in text:
+            return scope
+    return None
+
+
+def replace_sync_bn(cfg_node):
+    """Replace SyncBN by BN in a (model) config, in place.
+
+    torch's SyncBatchNorm only synchronises CUDA tensors; CPU runs with
+    several processes need plain BN.
+    """
+    if isinstance(cfg_node, dict):
+        if cfg_node.get('type') in ('SyncBN', 'MMSyncBN'):
+            cfg_node['type'] = 'BN'
+        for value in cfg_node.values():
+            replace_sync_bn(value)
+    elif isinstance(cfg_node, (list, tuple)):
+        for value in cfg_node:
+            replace_sync_bn(value)
+    return cfg_node
+
+
+def _dataset_roots(cfg):
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        dataset = loader.get('dataset', {})
+        while isinstance(dataset, dict) and 'dataset' in dataset:
+            dataset = dataset['dataset']  # RepeatDataset, ClassBalanced...
+        if isinstance(dataset, dict) and dataset.get('data_root'):
+            yield key, dataset['data_root']
+
+
+def check_dataset_paths(cfg, keys=None):
+    """Fail early, naming the setting, when a dataset root is missing."""
+    for key, root in _dataset_roots(cfg):
+        if keys and key not in keys:
+            continue
+        if '://' not in str(root) and not osp.isdir(root):
+            raise ConfigError(
+                f'dataset path {root!r} of {key} does not exist; prepare the '
+                'dataset there or point to it with --cfg-options '
+                f'{key}.dataset.data_root=/path/to/data')
+
+
+def prepare_train_config(cfg, work_dir=None, config_path=None, resume=None,
+                         amp=False, auto_scale_lr=False, launcher='none'):
+    """Apply the usual mm training options to ``cfg`` (in place).
+
+    Args:
+        cfg (Config): The config.
+        work_dir (str, optional): Output folder. Defaults to the config's or
+            ``work_dirs/<config name>``.
+        config_path (str, optional): For the default work_dir.
+        resume (str, optional): 'auto' (latest checkpoint in work_dir) or a
+            checkpoint path. Defaults to None (no resume).
+        amp (bool): Mixed precision. Defaults to False.
+        auto_scale_lr (bool): Scale the lr by the actual total batch size.
+            Defaults to False.
+        launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
+            Defaults to 'none'.
+    """
+    cfg.launcher = launcher
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif not cfg.get('work_dir'):
+        name = osp.splitext(osp.basename(config_path or 'run'))[0]
+        cfg.work_dir = osp.join('work_dirs', name)
+    if amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper != 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or \
+                'base_batch_size' not in cfg.auto_scale_lr:
+            raise ConfigError('--auto-scale-lr needs `auto_scale_lr = dict('
+                              'base_batch_size=...)` in the config')
+        cfg.auto_scale_lr.enable = True
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume:
+        if not osp.isfile(resume):
+            raise ConfigError(f'checkpoint {resume!r} to resume from does not '
+                              'exist')
+        cfg.resume = True
+        cfg.load_from = resume
+    _adapt_to_device(cfg, launcher)
+    return cfg
+
+
+def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
+                        tta=False, launcher='none'):
+    """Apply the usual mm test options to ``cfg`` (in place)."""
+    if not osp.isfile(checkpoint) and '://' not in checkpoint:
+        raise ConfigError(f'checkpoint {checkpoint!r} does not exist')
+    cfg.launcher = launcher
+    cfg.load_from = checkpoint
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif not cfg.get('work_dir'):
+        name = osp.splitext(osp.basename(config_path or 'run'))[0]
+        cfg.work_dir = osp.join('work_dirs', name)
+    if tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise ConfigError('--tta needs `tta_model` and `tta_pipeline` in '
+                              'the config')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.model = dict(**cfg.tta_model, module=cfg.model)
+    _adapt_to_device(cfg, launcher)
+    return cfg
+
+
+def _adapt_to_device(cfg, launcher):
+    import torch
+    if torch.cuda.is_available():
+        return
+    if launcher != 'none':
+        replace_sync_bn(cfg.model)  # several CPU processes (gloo)
+    if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
+        # fp16 autocast is CUDA-only; bf16 is the CPU equivalent.
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+        cfg.optim_wrapper.pop('loss_scale', None)

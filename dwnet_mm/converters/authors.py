@@ -1,0 +1,72 @@
+"""Conversion of the authors' DWNet checkpoints (DemystifyLocalViT release).
+
+Classification files hold ``model`` with ``layers.{s}.blocks.{b}.attn2conv``
+names; the mmdet 2.x / mmseg 0.x releases hold ``state_dict`` with the same
+names behind ``backbone.``. This module maps them to dwnet_mm's names.
+"""
+import re
+
+# Applied in order to the part of a key after ``stages.{s}.blocks.{b}.``.
+_BLOCK_RENAMES = (
+    ('attn2conv.conv0.', 'mixer.pointwise_in.conv.'),
+    ('attn2conv.bn0.', 'mixer.pointwise_in.bn.'),
+    ('attn2conv.conv2.', 'mixer.pointwise_out.conv.'),
+    ('attn2conv.bn2.', 'mixer.pointwise_out.bn.'),
+    ('attn2conv.conv.', 'mixer.depthwise.'),
+    ('attn2conv.bn.', 'mixer.depthwise_norm.'),
+    ('bn.', 'norm.'),
+)
+_BLOCK_KEY = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.*)$')
+_DOWNSAMPLE_KEY = re.compile(r'^layers\.(\d+)\.downsample\.(.*)$')
+
+
+def is_authors_layout(state_dict):
+    """Whether a backbone state dict uses the authors' parameter names."""
+    return any('.attn2conv.' in key for key in state_dict)
+
+
+def convert_authors_key(key, num_stages=4):
+    """Map one key of the authors' backbone to dwnet_mm's name.
+
+    Returns None for keys that are not part of the backbone (``head.*``).
+    """
+    if key.startswith('head.'):
+        return None
+    if key.startswith('patch_embed.proj.'):
+        return 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
+    if key.startswith('norm.'):
+        # Classification: one LayerNorm after the last stage.
+        return f'norm{num_stages - 1}.' + key[len('norm.'):]
+    match = _BLOCK_KEY.match(key)
+    if match:
+        stage, block, rest = match.groups()
+        for old, new in _BLOCK_RENAMES:
+            if rest.startswith(old):
+                rest = new + rest[len(old):]
+                break
+        return f'stages.{stage}.blocks.{block}.{rest}'
+    match = _DOWNSAMPLE_KEY.match(key)
+    if match:
+        return 'stages.{}.downsample.{}'.format(*match.groups())
+    return key  # patch_embed.norm.*, norm0..norm3.*
+
+
+def convert_authors_backbone(state_dict, num_stages=4):
+    """Convert an authors' backbone state dict (no ``backbone.`` prefix).
+
+    Args:
+        state_dict (dict): Authors' backbone parameters.
+        num_stages (int): Number of stages. Defaults to 4.
+
+    Returns:
+        tuple[dict, dict]: dwnet_mm backbone state dict and the classifier
+        head's parameters (``head.*`` of classification files, else empty).
+    """
+    backbone, head = {}, {}
+    for key, value in state_dict.items():
+        new_key = convert_authors_key(key, num_stages)
+        if new_key is None:
+            head[key[len('head.'):]] = value
+        else:
+            backbone[new_key] = value
+    return backbone, head

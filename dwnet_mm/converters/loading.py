@@ -1,0 +1,208 @@
+"""Load DWNet weights from any supported checkpoint layout."""
+import pickle
+import types
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger, print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .authors import convert_authors_backbone, is_authors_layout
+
+_BACKBONE_PREFIXES = ('backbone.', 'module.backbone.')
+
+
+class UnknownCheckpointLayout(ValueError):
+    """Raised for checkpoints that hold no recognisable DWNet weights."""
+
+
+def _placeholder_unpickler_module():
+    """A pickle module that turns non-torch objects into inert placeholders.
+
+    The authors' files may pickle their training config (a yacs CfgNode) and
+    optimizer; we only need the tensors, and must not run foreign code.
+    """
+    safe_modules = ('torch', 'collections', 'numpy', '_codecs', 'builtins')
+
+    class Placeholder(dict):
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __setstate__(self, state):
+            pass
+
+    class Unpickler(pickle.Unpickler):
+
+        def find_class(self, module, name):
+            if module.split('.')[0] in safe_modules and not (
+                    module == 'builtins' and name in ('eval', 'exec')):
+                return super().find_class(module, name)
+            return Placeholder
+
+    return types.SimpleNamespace(
+        Unpickler=Unpickler, load=pickle.load, __name__='pickle')
+
+
+def load_checkpoint_file(filename, map_location='cpu'):
+    """Read a checkpoint, tolerating pickled non-tensor entries.
+
+    Tries torch's safe loader first; files with extra pickled objects (the
+    authors' configs) are read with those objects replaced by placeholders,
+    never executed.
+    """
+    if '://' in str(filename):
+        return CheckpointLoader.load_checkpoint(filename, map_location)
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f'checkpoint file {filename!r} does not exist; check the path '
+            'in init_cfg / --checkpoint') from None
+    except pickle.UnpicklingError:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=False,
+                          pickle_module=_placeholder_unpickler_module())
+
+
+def extract_backbone_state_dict(checkpoint, num_stages=4, prefix=None):
+    """Find the DWNet backbone weights in a loaded checkpoint.
+
+    Accepts dwnet_mm / mmpretrain / mmdet / mmseg checkpoints (keys under
+    ``state_dict``, prefixed ``backbone.``), bare backbone state dicts, and
+    the authors' classification (``model``) and dense (``state_dict`` with
+    ``backbone.``) releases.
+
+    Args:
+        checkpoint (dict): The loaded file.
+        num_stages (int): Stages of the target model. Defaults to 4.
+        prefix (str, optional): Take only keys under this prefix (stripped).
+            Defaults to None (auto: ``backbone.`` when present).
+
+    Returns:
+        tuple[dict, str]: The backbone state dict in dwnet_mm names and the
+        detected layout ('dwnet_mm' or 'authors').
+    """
+    state_dict = checkpoint
+    for key in ('state_dict', 'model'):
+        if isinstance(state_dict, dict) and isinstance(
+                state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise UnknownCheckpointLayout(
+            'unknown checkpoint layout: no state dict found (expected a dict '
+            'of tensors, or one under "state_dict" or "model")')
+    prefixes = (prefix, ) if prefix else _BACKBONE_PREFIXES
+    for p in prefixes:
+        if p and not p.endswith('.'):
+            p += '.'
+        picked = {k[len(p):]: v for k, v in state_dict.items()
+                  if k.startswith(p)}
+        if picked:
+            state_dict = picked
+            break
+    else:
+        if prefix:
+            raise UnknownCheckpointLayout(
+                f'no checkpoint key starts with prefix {prefix!r}; first keys: '
+                f'{list(state_dict)[:5]}')
+    if is_authors_layout(state_dict):
+        return convert_authors_backbone(state_dict, num_stages)[0], 'authors'
+    if any(k.startswith('stages.') for k in state_dict):
+        return dict(state_dict), 'dwnet_mm'
+    raise UnknownCheckpointLayout(
+        'unknown checkpoint layout: expected dwnet_mm keys ("stages.*", '
+        'optionally under "backbone.") or the authors\' DWNet keys '
+        f'("layers.*.attn2conv.*"); first keys: {list(state_dict)[:5]}')
+
+
+def resize_depthwise_kernel(weight, size, mode='bicubic'):
+    """Interpolate (C, 1, k, k) depth-wise kernels to (C, 1, size, size)."""
+    resized = F.interpolate(
+        weight.float(), size=(size, size), mode=mode, align_corners=False)
+    # Keep the response to a constant input unchanged.
+    scale = weight.float().sum((2, 3), keepdim=True) / resized.sum(
+        (2, 3), keepdim=True).clamp_min(1e-12)
+    return (resized * scale).to(weight.dtype)
+
+
+def _drop_mismatched_out_norms(model, state_dict, logger):
+    """Drop output norms whose kind differs (LN of cls vs BN of dense)."""
+    for i in range(getattr(model, 'num_stages', 4)):
+        norm = getattr(model, f'norm{i}', None)
+        keys = [k for k in state_dict if k.startswith(f'norm{i}.')]
+        if not keys:
+            continue
+        ckpt_is_bn = f'norm{i}.running_mean' in state_dict
+        if norm is None or ckpt_is_bn != isinstance(norm, _BatchNorm):
+            for k in keys:
+                del state_dict[k]
+            print_log(f'skipped checkpoint norm{i} (classification/dense '
+                      'output norm not used by this model)', logger)
+
+
+def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
+                          resize_kernels=False, logger=None):
+    """Load DWNet weights into ``model`` from any supported layout.
+
+    Unlike a plain non-strict load, a file that matches none of the model's
+    parameters, or whose shapes disagree, raises an error.
+
+    Args:
+        model (DWNet): The backbone to load into.
+        filename (str): Path or URL of the checkpoint.
+        prefix (str, optional): Only load keys under this prefix.
+            Defaults to None (auto).
+        map_location (str): Defaults to 'cpu'.
+        resize_kernels (bool): Interpolate static depth-wise kernels whose
+            size differs from the model's (e.g. 7x7 weights into a 12x12
+            fine-tuning model). Defaults to False.
+        logger (MMLogger, optional): Defaults to the current logger.
+
+    Returns:
+        dict: ``missing_keys``, ``unexpected_keys`` and ``layout``.
+    """
+    logger = logger or MMLogger.get_current_instance()
+    checkpoint = load_checkpoint_file(filename, map_location)
+    state_dict, layout = extract_backbone_state_dict(
+        checkpoint, getattr(model, 'num_stages', 4), prefix)
+    _drop_mismatched_out_norms(model, state_dict, logger)
+
+    own = model.state_dict()
+    mismatched = []
+    for key, value in list(state_dict.items()):
+        if key not in own or own[key].shape == value.shape:
+            continue
+        target = own[key].shape
+        is_dw_kernel = key.endswith('mixer.depthwise.weight') and \
+            value.dim() == 4 and value.shape[:2] == target[:2]
+        if is_dw_kernel and resize_kernels:
+            state_dict[key] = resize_depthwise_kernel(value, target[-1])
+        else:
+            mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs '
+                              f'model {tuple(target)}')
+    if mismatched:
+        hint = (' (set resize_kernels=True in the Pretrained init_cfg to '
+                'interpolate depth-wise kernels)'
+                if any('depthwise.weight' in m for m in mismatched) else '')
+        raise RuntimeError(f'shape mismatch loading {filename}{hint}:\n  ' +
+                           '\n  '.join(mismatched))
+
+    matched = [k for k in state_dict if k in own]
+    if not matched:
+        raise RuntimeError(
+            f'no parameter of the model was found in {filename} (layout '
+            f'{layout!r}, first checkpoint keys {list(state_dict)[:5]}, first '
+            f'model keys {list(own)[:5]}); check the file and the prefix')
+    result = model.load_state_dict(state_dict, strict=False)
+    print_log(
+        f'loaded {len(matched)}/{len(own)} DWNet tensors from {filename} '
+        f'({layout} layout); missing: {result.missing_keys or "none"}; '
+        f'unexpected: {result.unexpected_keys or "none"}', logger)
+    return dict(
+        missing_keys=result.missing_keys,
+        unexpected_keys=result.unexpected_keys,
+        layout=layout)

@@ -1,0 +1,3 @@
+from .backbones import DWNet
+
+__all__ = ['DWNet']

@@ -1,0 +1,3 @@
+from .dwnet import DWNet
+
+__all__ = ['DWNet']

@@ -1,0 +1,13 @@
+from .depthwise_mixer import (DEPTHWISE_TYPES, DepthwiseMixer,
+                              build_depthwise_conv)
+from .dwnet_block import DWNetBlock, DWNetStage, Mlp
+from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
+                           inhomogeneous_dynamic_conv)
+from .patch_embed import PatchEmbed, PatchMerging, channel_norm, pad_to_multiple
+
+__all__ = [
+    'DEPTHWISE_TYPES', 'DepthwiseMixer', 'build_depthwise_conv', 'DWNetBlock',
+    'DWNetStage', 'Mlp', 'DynamicDepthwiseConv2d',
+    'InhomogeneousDynamicConv2d', 'inhomogeneous_dynamic_conv', 'PatchEmbed',
+    'PatchMerging', 'channel_norm', 'pad_to_multiple'
+]

@@ -1,0 +1,72 @@
+"""The DW-block: DWNet's replacement for (shifted) window attention."""
+import torch.nn as nn
+from mmcv.cnn import ConvModule, build_norm_layer
+
+from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
+
+DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
+
+
+def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
+                         norm_cfg=dict(type='BN')):
+    """Build the k x k spatial convolution of a DW-block.
+
+    Args:
+        conv_type (str): 'static' (plain depth-wise conv with bias),
+            'dynamic' (kernel per image) or 'i_dynamic' (kernel per position
+            and channel group).
+        channels (int): Number of channels.
+        kernel_size (int): Kernel size. Defaults to 7.
+        groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
+        norm_cfg (dict): Norm of the dynamic kernel generators.
+            Defaults to ``dict(type='BN')``.
+    """
+    if conv_type == 'static':
+        return nn.Conv2d(
+            channels,
+            channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=channels)
+    if conv_type == 'dynamic':
+        return DynamicDepthwiseConv2d(
+            channels, kernel_size, norm_cfg=norm_cfg)
+    if conv_type == 'i_dynamic':
+        return InhomogeneousDynamicConv2d(
+            channels, kernel_size, groups=groups, norm_cfg=norm_cfg)
+    raise ValueError(f'Unknown depth-wise conv type {conv_type!r}; '
+                     f'choose one of {DEPTHWISE_TYPES}')
+
+
+class DepthwiseMixer(nn.Module):
+    """1x1 conv-norm-ReLU -> k x k depth-wise conv-norm-ReLU -> 1x1 conv-norm.
+
+    Input and output are NCHW.
+
+    Args:
+        channels (int): Number of channels.
+        conv_type (str): Kind of depth-wise conv, see
+            :func:`build_depthwise_conv`. Defaults to 'static'.
+        kernel_size (int): Depth-wise kernel size. Defaults to 7.
+        groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
+        norm_cfg (dict): Config of the norm layers.
+            Defaults to ``dict(type='BN')``.
+    """
+
+    def __init__(self, channels, conv_type='static', kernel_size=7, groups=32,
+                 norm_cfg=dict(type='BN')):
+        super().__init__()
+        self.pointwise_in = ConvModule(
+            channels, channels, 1, bias=False, norm_cfg=norm_cfg)
+        self.depthwise = build_depthwise_conv(conv_type, channels,
+                                              kernel_size, groups, norm_cfg)
+        self.depthwise_norm = build_norm_layer(norm_cfg, channels)[1]
+        self.act = nn.ReLU(inplace=True)
+        self.pointwise_out = ConvModule(
+            channels, channels, 1, bias=False, norm_cfg=norm_cfg,
+            act_cfg=None)
+
+    def forward(self, x):
+        x = self.pointwise_in(x)
+        x = self.act(self.depthwise_norm(self.depthwise(x)))
+        return self.pointwise_out(x)

@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+
+def get_version():
+    scope = {}
+    with open('dwnet_mm/version.py') as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+extras = {
+    'cls': ['mmpretrain>=1.2.0,<2'],
+    'det': ['mmdet>=3.3.0,<3.4'],
+    'seg': ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
+}
+extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
+extras['tests'] = extras['all'] + ['pytest>=7']
+
+setup(
+    name='dwnet-mm',
+    version=get_version(),
+    description='DWNet (ICLR 2022) depth-wise convolution backbones for '
+    'mmpretrain, mmdet and mmsegmentation',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=find_packages(include=['dwnet_mm', 'dwnet_mm.*']),
+    python_requires='>=3.8',
+    install_requires=[
+        'torch>=2.0',
+        'mmengine>=0.10.0,<1.0',
+        'mmcv>=2.0.0,<2.2.0',
+        'numpy',
+    ],
+    extras_require=extras,
+    zip_safe=False,
+)

@@ -1,0 +1,87 @@
+"""DWNet builds in every framework's scope, the way users configure it."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+
+import dwnet_mm  # noqa: F401
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+USER_PROJECT = os.path.join(HERE, '..', 'data', 'user_project')
+BACKBONE = dict(arch=dict(channels=[8, 16, 32, 64], depths=[1, 1, 1, 1]),
+                out_type='featmap', out_indices=(0, 1, 2, 3))
+
+
+def _build(scope, type_name):
+    from mmengine.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        init_default_scope(scope)
+        registry = MODELS
+        if scope != 'mmengine':
+            registry = __import__(f'{scope}.registry',
+                                  fromlist=['MODELS']).MODELS
+        return registry.build(dict(type=type_name, **BACKBONE))
+
+
+@pytest.mark.parametrize('scope', ['mmpretrain', 'mmdet', 'mmseg'])
+def test_builds_in_each_scope(scope):
+    model = _build(scope, 'DWNet').eval()
+    assert type(model).__name__ == 'DWNet'
+    assert len(model(torch.randn(1, 3, 32, 32))) == 4
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_mmpretrain_prefixed_type(scope):
+    assert type(_build(scope, 'mmpretrain.DWNet')).__name__ == 'DWNet'
+
+
+def test_user_detector_config():
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(
+        os.path.join(USER_PROJECT, 'mask_rcnn_dwnet_tiny.py'))
+    assert cfg.model.backbone.type == 'mmpretrain.DWNet'
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    detector.eval()
+    feats = detector.extract_feat(torch.randn(1, 3, 96, 128))
+    assert [f.shape[1] for f in feats] == [256] * 5
+    assert type(detector.backbone).__name__ == 'DWNet'
+
+
+def test_user_segmentor_config():
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(os.path.join(USER_PROJECT, 'upernet_dwnet_tiny.py'))
+    segmentor = MODELS.build(cfg.model)
+    segmentor.init_weights()
+    segmentor.eval()
+    out = segmentor(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert out.shape == (1, 150, 16, 16)
+    assert isinstance(segmentor.backbone.norm0, torch.nn.SyncBatchNorm)
+
+
+def test_import_without_frameworks():
+    """dwnet_mm imports with no framework; framework helpers name the extra."""
+    code = (
+        'import sys\n'
+        'for name in ("mmpretrain", "mmdet", "mmseg"):\n'
+        '    sys.modules[name] = None  # as if not installed\n'
+        'import dwnet_mm, torch\n'
+        'm = dwnet_mm.DWNet(arch="tiny").eval()\n'
+        'assert m(torch.randn(1, 3, 32, 32))[0].shape == (1, 768)\n'
+        'from dwnet_mm.utils import require_framework\n'
+        'try:\n'
+        '    require_framework("mmdet", "the detection configs")\n'
+        'except ImportError as e:\n'
+        '    print(e)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout
+    assert 'the detection configs needs mmdet' in out
+    assert "pip install 'dwnet-mm[det]'" in out

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Testing on a slurm cluster.
+#   GPUS=8 tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]
+set -euo pipefail
+if [[ $# -lt 4 ]]; then
+    echo "usage: $0 PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]" >&2
+    exit 2
+fi
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+CHECKPOINT=$4
+shift 4
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$DIR/launch_common.sh"
+[[ -f $CONFIG ]] || { echo "error: config file '$CONFIG' does not exist" >&2; exit 2; }
+[[ -f $CHECKPOINT ]] || { echo "error: checkpoint '$CHECKPOINT' does not exist" >&2; exit 2; }
+srun -p "$PARTITION" --job-name="$JOB_NAME" \
+    --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="${CPUS_PER_TASK:-5}" \
+    --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
+    "$PYTHON" -u "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "$@"
