@@ -17,6 +17,9 @@ STAMP=$VENV/.dwnet_mm_stamp
 MMCV_VERSION=$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")
 
 log() { echo "[install] $*"; }
+# Run a pip command without the warnings about this machine's unused local
+# index folders, keeping its exit status.
+quiet_pip() { "$@" > >(grep -v 'is ignored: it is neither' >&2) 2>&1; }
 
 fingerprint=$(cat "$CONSTRAINTS" "$ROOT/requirements/tests.txt" \
     "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
@@ -32,10 +35,15 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 PY=$VENV/bin/python
 export PATH=$VENV/bin:$PATH  # torch's extension builder looks for ninja here
-pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" "$@"; }
+# uv links packages from its cache: a repeat install of the multi-GB torch
+# stack takes seconds instead of minutes.
+if [[ ! -x $VENV/bin/uv ]]; then
+    quiet_pip "$PY" -m pip install --quiet --disable-pip-version-check uv
+fi
+pip_install() { VIRTUAL_ENV=$VENV "$VENV/bin/uv" pip install --quiet -c "$CONSTRAINTS" "$@"; }
 
 log "installing torch, torchvision and build tools"
-pip_install torch torchvision numpy setuptools wheel ninja
+pip_install torch torchvision numpy setuptools wheel ninja pip
 
 # mmcv has no wheel for this torch: build it once per (mmcv, torch, device)
 # and keep the wheel outside the checkout.
@@ -56,14 +64,15 @@ if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     log "building mmcv $MMCV_VERSION with $VARIANT ops (several minutes, once per machine)"
     BUILD=$(mktemp -d)
     trap 'rm -rf "$BUILD"' EXIT
-    "$PY" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
-        "mmcv==$MMCV_VERSION" -d "$BUILD"
+    quiet_pip "$PY" -m pip download --quiet --no-deps --no-binary :all: \
+        --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD"
     tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
     # torch >= 2.14 headers need C++20; mmcv's setup.py hard-codes c++14/17.
     sed -i 's/-std=c++1[47]/-std=c++20/g' "$BUILD/mmcv-$MMCV_VERSION/setup.py"
     # -g0: debug info roughly doubles the compile time of torch's headers.
-    CFLAGS="${CFLAGS:-} -g0" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip wheel --no-deps \
-        --no-build-isolation -w "$BUILD/dist" "$BUILD/mmcv-$MMCV_VERSION"
+    CFLAGS="${CFLAGS:-} -g0" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        quiet_pip "$PY" -m pip wheel --no-deps --no-build-isolation \
+        -w "$BUILD/dist" "$BUILD/mmcv-$MMCV_VERSION"
     mkdir -p "$WHEEL_DIR"
     mv "$BUILD"/dist/mmcv-*.whl "$WHEEL_DIR"/
 else
