@@ -67,6 +67,18 @@ def test_user_segmentor_config():
     assert isinstance(segmentor.backbone.norm0, torch.nn.SyncBatchNorm)
 
 
+def test_user_classifier_config():
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(
+        os.path.join(USER_PROJECT, 'swin_to_dwnet_tiny_in1k.py'))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = MODELS.build(cfg.model)
+    classifier.init_weights()
+    classifier.eval()
+    scores = classifier(torch.randn(2, 3, 64, 64), mode='tensor')
+    assert scores.shape == (2, 1000)
+
+
 def test_import_without_frameworks():
     """dwnet_mm imports with no framework; framework helpers name the extra."""
     code = (
