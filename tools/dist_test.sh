@@ -12,10 +12,10 @@ GPUS=$3
 shift 3
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$DIR/launch_common.sh"
-check_launch "$CONFIG" "$GPUS"
 if [[ ! -f $CHECKPOINT ]]; then
     echo "error: checkpoint '$CHECKPOINT' does not exist" >&2; exit 2
 fi
+check_launch "$CONFIG" "$GPUS"
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \

@@ -48,8 +48,9 @@ def enable_drawing(cfg, show_dir):
 def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401
-    from dwnet_mm.apis import (ConfigError, check_dataset_paths, load_config,
-                               prepare_test_config)
+    from dwnet_mm.apis import (ConfigError, check_dataset_paths,
+                               init_cpu_distributed, load_config,
+                               prepare_test_config, unknown_type_message)
     from mmengine.evaluator import DumpResults
     from mmengine.runner import Runner
     try:
@@ -61,11 +62,18 @@ def main(argv=None):
             enable_drawing(cfg, args.show_dir)
     except (ConfigError, ImportError, ValueError) as e:
         sys.exit(f'error: {e}')
-    runner = Runner.from_cfg(cfg)
-    if args.out:
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
-    runner.test()
+    init_cpu_distributed(cfg)
+    try:
+        runner = Runner.from_cfg(cfg)
+        if args.out:
+            runner.test_evaluator.metrics.append(
+                DumpResults(out_file_path=args.out))
+        runner.test()
+    except KeyError as e:  # a misspelt type, found while building
+        message = unknown_type_message(e)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':

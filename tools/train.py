@@ -35,8 +35,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401  (registers DWNet, allow-lists resume files)
-    from dwnet_mm.apis import (ConfigError, check_dataset_paths, load_config,
-                               prepare_train_config)
+    from dwnet_mm.apis import (ConfigError, check_dataset_paths,
+                               init_cpu_distributed, load_config,
+                               prepare_train_config, unknown_type_message)
     from mmengine.runner import Runner
     try:
         cfg = load_config(args.config, args.cfg_options)
@@ -45,8 +46,15 @@ def main(argv=None):
         check_dataset_paths(cfg)
     except (ConfigError, ImportError) as e:
         sys.exit(f'error: {e}')
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    init_cpu_distributed(cfg)
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    except KeyError as e:  # a misspelt type, found while building
+        message = unknown_type_message(e)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':

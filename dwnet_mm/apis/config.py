@@ -145,7 +145,7 @@ def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
         name = osp.splitext(osp.basename(config_path or 'run'))[0]
         cfg.work_dir = osp.join('work_dirs', name)
     if tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        if not cfg.get('tta_model') or not cfg.get('tta_pipeline'):
             raise ConfigError('--tta needs `tta_model` and `tta_pipeline` in '
                               'the config')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
@@ -159,7 +159,8 @@ def _adapt_to_device(cfg, launcher):
     if torch.cuda.is_available():
         return
     if launcher != 'none':
-        replace_sync_bn(cfg.model)  # several CPU processes (gloo)
+        from .runtime import adapt_to_cpu_processes
+        adapt_to_cpu_processes(cfg)
     if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
         # fp16 autocast is CUDA-only; bf16 is the CPU equivalent.
         cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
