@@ -1,7 +1,9 @@
 """Turn a config plus command-line options into a runnable config."""
+import logging
 import os.path as osp
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 from ..utils.frameworks import FRAMEWORK_EXTRAS, require_framework
 
@@ -162,6 +164,9 @@ def _adapt_to_device(cfg, launcher):
         from .runtime import adapt_to_cpu_processes
         adapt_to_cpu_processes(cfg)
     if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
-        # fp16 autocast is CUDA-only; bf16 is the CPU equivalent.
-        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
-        cfg.optim_wrapper.pop('loss_scale', None)
+        # mmengine's AmpOptimWrapper refuses to start without a GPU.
+        print_log('no GPU: training in fp32 instead of mixed precision',
+                  'current', logging.WARNING)
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            cfg.optim_wrapper.pop(key, None)
