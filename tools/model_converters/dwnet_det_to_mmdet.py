@@ -1,0 +1,181 @@
+"""Convert the authors' DWNet Cascade Mask R-CNN checkpoints (mmdet 2.x) to
+mmdet 3.x.
+
+    python tools/model_converters/dwnet_det_to_mmdet.py \\
+        cascade_mask_rcnn_dwnet_tiny_3x.pth cascade_dwnet_tiny_3x_mmdet.pth \\
+        --config configs/det/cascade_dwnet_tiny_3x.py
+    python tools/test.py configs/det/cascade_dwnet_tiny_3x.py \\
+        cascade_dwnet_tiny_3x_mmdet.pth
+
+The authors' release holds ``state_dict`` with ``backbone.`` keys in their
+own names (``layers.{s}.blocks.{b}.attn2conv.*``), renamed here to
+dwnet_mm's DWNet names with
+:func:`dwnet_mm.converters.convert_authors_backbone`. Everything else passes through unchanged: mmdet 3.x kept the 2.x parameter
+names of the Cascade Mask R-CNN parts, ``neck.{lateral,fpn}_convs.{i}.conv``
+(FPN), ``rpn_head.rpn_{conv,cls,reg}`` (RPNHead),
+``roi_head.bbox_head.{s}.{shared_convs.{j}.{conv,bn},shared_fcs.0,fc_cls,
+fc_reg}`` (Shared4Conv1FCBBoxHead) and
+``roi_head.mask_head.{s}.{convs.{j}.conv,upsample,conv_logits}``
+(FCNMaskHead), with the same shapes and class order (80 classes, background
+last in ``fc_cls``). With ``--config`` the result is loaded into the
+config's detector and any missing, unexpected or mis-shaped key is an
+error. The 2.x ``meta`` ``CLASSES`` becomes mmengine's ``dataset_meta``;
+the optimizer state is dropped.
+"""
+import argparse
+import os.path as osp
+
+import torch
+
+BACKBONE_PREFIX = 'backbone.'
+# Prefixes a data-parallel wrapper may have left in front of every key.
+WRAPPER_PREFIXES = ('module.', )
+DETECTOR_PREFIXES = ('backbone.', 'neck.', 'rpn_head.', 'roi_head.')
+
+
+def _strip_wrapper_prefix(state_dict):
+    for prefix in WRAPPER_PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def convert_det_state_dict(state_dict):
+    """Rename the backbone keys of an authors' detector state dict.
+
+    Args:
+        state_dict (dict): mmdet 2.x detector state dict of the authors'
+            release (keys ``backbone.*``, ``neck.*``, ``rpn_head.*``,
+            ``roi_head.*``).
+
+    Returns:
+        dict: The mmdet 3.x state dict for dwnet_mm's DWNet backbone.
+    """
+    from dwnet_mm.converters import convert_authors_backbone, is_authors_layout
+    state_dict = _strip_wrapper_prefix(state_dict)
+    backbone = {
+        k[len(BACKBONE_PREFIX):]: v
+        for k, v in state_dict.items() if k.startswith(BACKBONE_PREFIX)
+    }
+    if not backbone:
+        raise ValueError(
+            'no "backbone." key in the checkpoint: expected an mmdet 2.x '
+            'detector checkpoint of the authors\' release; first keys: '
+            f'{list(state_dict)[:5]}')
+    if not is_authors_layout(backbone):
+        layout = ('already in dwnet_mm layout (use it directly with '
+                  'tools/test.py)' if any(
+                      k.startswith('stages.') for k in backbone) else
+                  'not a DWNet backbone')
+        raise ValueError(
+            f'the backbone keys are not the authors\' DWNet names '
+            f'("layers.*.attn2conv.*"): {layout}; first backbone keys: '
+            f'{list(backbone)[:5]}')
+    converted, cls_head = convert_authors_backbone(backbone)
+    if cls_head:
+        raise ValueError(
+            'the backbone holds a classification head ("head.*"): this is a '
+            'classification checkpoint, which DWNet\'s Pretrained init_cfg '
+            'reads directly; this tool converts detection checkpoints')
+    others = [k for k in state_dict if not k.startswith(DETECTOR_PREFIXES)]
+    if others:
+        raise ValueError(
+            'keys outside backbone/neck/rpn_head/roi_head: this is not a '
+            f'two-stage detector checkpoint; e.g. {others[:5]}')
+    new_state_dict = {BACKBONE_PREFIX + k: v for k, v in converted.items()}
+    for key, value in state_dict.items():
+        if not key.startswith(BACKBONE_PREFIX):
+            new_state_dict[key] = value
+    return new_state_dict
+
+
+def convert_det_checkpoint(checkpoint, source=None):
+    """Convert a loaded mmdet 2.x checkpoint of the authors' release.
+
+    Args:
+        checkpoint (dict): The loaded file: ``state_dict`` (or a bare state
+            dict) and optionally ``meta``.
+        source (str, optional): Where it came from, kept in ``meta``.
+
+    Returns:
+        dict: ``state_dict`` and ``meta`` for mmengine's ``load_checkpoint``.
+    """
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'a checkpoint must be a dict, got '
+                         f'{type(checkpoint).__name__}')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    old_meta = checkpoint.get('meta') or {}
+    meta = dict(converted_by='dwnet_det_to_mmdet')
+    if source:
+        meta['converted_from'] = source
+    if old_meta.get('CLASSES') is not None:
+        meta['dataset_meta'] = dict(classes=tuple(old_meta['CLASSES']))
+    for key in ('epoch', 'iter', 'mmdet_version'):
+        if key in old_meta:
+            meta[f'source_{key}'] = old_meta[key]
+    return dict(state_dict=convert_det_state_dict(state_dict), meta=meta)
+
+
+def check_against_config(state_dict, config):
+    """Load ``state_dict`` into the detector of ``config``, strictly.
+
+    Raises:
+        ValueError: Naming the missing, unexpected and mis-shaped keys.
+    """
+    from dwnet_mm.utils.complexity_det import build_detector
+    detector = build_detector(config)
+    own = detector.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+        f'{tuple(own[k].shape)}' for k in sorted(set(own) & set(state_dict))
+        if own[k].shape != state_dict[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f'the converted checkpoint does not fit {config}:']
+        for title, keys in (('missing', missing), ('unexpected', unexpected),
+                            ('shape mismatch', mismatched)):
+            if keys:
+                lines.append(f'  {title} ({len(keys)}): {keys[:8]}')
+        lines.append('  check that the config matches the checkpoint '
+                     '(arch, conv_type, number of classes)')
+        raise ValueError('\n'.join(lines))
+    detector.load_state_dict(state_dict, strict=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert an authors\' DWNet Cascade Mask R-CNN checkpoint '
+        '(mmdet 2.x) to mmdet 3.x / dwnet_mm names')
+    parser.add_argument('src', help='authors\' checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint (.pth)')
+    parser.add_argument(
+        '--config',
+        help='check that the result loads strictly into this config\'s '
+        'detector (e.g. configs/det/cascade_dwnet_tiny_3x.py)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from dwnet_mm.converters import load_checkpoint_file
+    if osp.abspath(args.src) == osp.abspath(args.dst):
+        raise SystemExit('error: dst must differ from src')
+    checkpoint = load_checkpoint_file(args.src)
+    try:
+        converted = convert_det_checkpoint(checkpoint, osp.basename(args.src))
+        if args.config:
+            check_against_config(converted['state_dict'], args.config)
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
+    torch.save(converted, args.dst)
+    num_backbone = sum(
+        k.startswith(BACKBONE_PREFIX) for k in converted['state_dict'])
+    checked = f', checked against {args.config}' if args.config else ''
+    print(f'wrote {args.dst}: {len(converted["state_dict"])} tensors '
+          f'({num_backbone} backbone tensors renamed{checked})')
+
+
+if __name__ == '__main__':
+    main()
