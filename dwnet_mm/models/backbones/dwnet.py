@@ -1,3 +1,4 @@
+import re
 import warnings
 from copy import deepcopy
 
@@ -9,8 +10,13 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import (DEPTHWISE_TYPES, DWNetStage, PatchEmbed, PatchMerging,
-                      channel_norm)
+from ..layers import (DEPTHWISE_TYPES, ChannelScaleShift, DeployDWNetBlock,
+                      DWNetStage, PatchEmbed, PatchMerging, channel_norm_nhwc)
+from ..layers.deploy import fold_bn_after, fold_bn_before, new_workspace
+
+# Keys of block layers that exist in only one of the two forms.
+_TRAINING_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.mixer\.')
+_DEPLOY_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.fc1\.')
 
 
 # Registered in mmengine's root registry, so that mmpretrain, mmdet and mmseg
@@ -71,6 +77,15 @@ class DWNet(BaseModule):
         pretrained (str, optional): Deprecated, as in mmdet/mmseg backbones:
             a checkpoint path, same as ``init_cfg=dict(type='Pretrained',
             checkpoint=pretrained)``. Defaults to None.
+        deploy (bool): Build the deploy (inference) form directly, as
+            :meth:`switch_to_deploy` leaves it; its state dict is that of a
+            deployed model. Training-form checkpoints still load into it
+            (they are folded on loading). Defaults to False.
+
+    Note:
+        The blocks keep their activations in channels-last memory (NCHW
+        tensors with NHWC strides) and run their 1x1 convs as matmuls;
+        outputs are NCHW tensors in that memory format.
     """
     arch_settings = {
         **dict.fromkeys(['t', 'tiny'], {
@@ -108,13 +123,24 @@ class DWNet(BaseModule):
                      dict(type='Constant', layer='LayerNorm', val=1.,
                           bias=0.)
                  ],
-                 pretrained=None):
+                 pretrained=None,
+                 deploy=False):
         if pretrained is not None:
             # mmseg's EncoderDecoder forwards `model.pretrained` this way.
             warnings.warn('DWNet: `pretrained` is deprecated, use '
                           'init_cfg=dict(type="Pretrained", checkpoint=...)')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
+        # Everything but the weights' source, to rebuild a training-form
+        # twin when a deployed model is given training-form weights.
+        self._twin_kwargs = dict(
+            arch=deepcopy(arch), conv_type=conv_type,
+            kernel_size=kernel_size, i_dynamic_groups=i_dynamic_groups,
+            in_channels=in_channels, patch_size=patch_size,
+            mlp_ratio=mlp_ratio, out_indices=out_indices, out_type=out_type,
+            pad_to_window=pad_to_window, norm_cfg=deepcopy(norm_cfg),
+            stem_norm_cfg=deepcopy(stem_norm_cfg),
+            out_norm_cfg=deepcopy(out_norm_cfg))
         self.arch = self._parse_arch(arch)
         channels, depths = self.arch['channels'], self.arch['depths']
         self.num_stages = len(depths)
@@ -161,7 +187,10 @@ class DWNet(BaseModule):
             self.add_module(f'norm{i}',
                             build_norm_layer(out_norm_cfg, channels[i])[1])
         self.out_channels = [channels[i] for i in self.out_indices]
+        self.deployed = False
         self._freeze_stages()
+        if deploy:
+            self.switch_to_deploy()
 
     def _parse_arch(self, arch):
         if isinstance(arch, str):
@@ -191,8 +220,15 @@ class DWNet(BaseModule):
         return tuple(sorted(set(parsed)))
 
     def init_weights(self):
-        if isinstance(self.init_cfg, dict) and \
-                self.init_cfg.get('type') == 'Pretrained':
+        is_pretrained = isinstance(self.init_cfg, dict) and \
+            self.init_cfg.get('type') == 'Pretrained'
+        if is_pretrained and self.deployed:
+            twin = self._training_twin(init_cfg=self.init_cfg)
+            twin.init_weights()
+            self.load_state_dict(twin.switch_to_deploy().state_dict())
+            self._is_init = True
+            return
+        if is_pretrained:
             from ...converters import load_dwnet_checkpoint
             cfg = self.init_cfg
             load_dwnet_checkpoint(
@@ -219,18 +255,123 @@ class DWNet(BaseModule):
 
     def forward(self, x):
         self.check_input(x)
-        x = self.patch_embed(x)
+        # (N, H, W, C) from here on: the training-form layers see NCHW views
+        # of it (channels-last memory), the deploy form works on it directly.
+        x = self.patch_embed.forward_nhwc(x)
+        # The deploy form updates the residual stream (which it owns here)
+        # in place and shares one MLP buffer between all blocks.
+        workspace = new_workspace(x) if self.deployed and \
+            not torch.is_grad_enabled() else None
         outs = []
         for i, stage in enumerate(self.stages):
-            out, x = stage(x)
+            out, x = stage.forward_nhwc(x, inplace=True, workspace=workspace)
             if i not in self.out_indices:
                 continue
             norm = getattr(self, f'norm{i}')
-            out = channel_norm(norm, out)
+            out = channel_norm_nhwc(norm, out).permute(0, 3, 1, 2)
             if self.out_type == 'avg_featmap':
                 out = F.adaptive_avg_pool2d(out, 1).flatten(1)
             outs.append(out)
         return tuple(outs)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        """Convert to the deploy (inference) form, in place.
+
+        Every BatchNorm is folded, with its running statistics, into the
+        conv or linear layer beside it (see :mod:`dwnet_mm.models.layers.
+        deploy`), output BatchNorms become a per-channel scale and shift,
+        and the blocks run on NHWC tensors with no layout conversion. The
+        outputs equal those of the training form in eval mode (up to
+        rounding); stochastic depth is dropped. Calling it again does
+        nothing.
+
+        After it, :meth:`load_state_dict` takes deployed state dicts, and
+        training-form ones too: those are deployed on loading, through a
+        training-form twin, and must hold every backbone tensor.
+
+        Returns:
+            DWNet: self.
+        """
+        if self.deployed:
+            return self
+        for stage in self.stages:
+            stage.blocks = nn.ModuleList(
+                DeployDWNetBlock.from_block(block) for block in stage.blocks)
+            if stage.downsample is not None:
+                self._fold_stem_norm(stage.downsample, 'reduction')
+        self._fold_stem_norm(self.patch_embed, 'projection')
+        for i in self.out_indices:
+            norm = getattr(self, f'norm{i}')
+            if isinstance(norm, _BatchNorm):
+                setattr(self, f'norm{i}', ChannelScaleShift.from_bn(norm))
+        self.deployed = True
+        return self
+
+    @staticmethod
+    def _fold_stem_norm(module, layer_name):
+        """Fold a BatchNorm stem/merging norm (LN stays) into its layer."""
+        if not isinstance(module.norm, _BatchNorm):
+            return
+        layer = getattr(module, layer_name)
+        if isinstance(module, PatchEmbed):
+            weight, bias = fold_bn_after(layer.weight, layer.bias,
+                                         module.norm)
+        else:
+            weight, bias = fold_bn_before(layer.weight, layer.bias,
+                                          module.norm)
+        layer.weight.data = weight.to(layer.weight)
+        layer.bias = nn.Parameter(bias.to(layer.weight))
+        module.norm = nn.Identity()
+
+    def _training_twin(self, init_cfg=None):
+        """A training-form DWNet with the same architecture, on the CPU."""
+        return DWNet(**deepcopy(self._twin_kwargs), init_cfg=init_cfg)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        own_keys = [k for k in state_dict if k.startswith(prefix)]
+        names = [k[len(prefix):] for k in own_keys]
+        if self.deployed and any(map(_TRAINING_BLOCK_KEY.match, names)):
+            self._deploy_state_dict(state_dict, prefix)
+        elif not self.deployed and any(map(_DEPLOY_BLOCK_KEY.match, names)):
+            raise RuntimeError(
+                'The state dict is of a deployed DWNet (switch_to_deploy), '
+                'which cannot be turned back into the training form; load it '
+                'into a model built with deploy=True, or load the original '
+                'training checkpoint here')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _deploy_state_dict(self, state_dict, prefix):
+        """Replace the training-form backbone tensors of ``state_dict``
+        (under ``prefix``) by their deployed form, in place."""
+        twin = self._training_twin()
+        own = twin.state_dict()
+        given = {
+            k[len(prefix):]: v
+            for k, v in state_dict.items()
+            if k.startswith(prefix) and k[len(prefix):] in own
+        }
+        missing = [
+            k for k in own
+            if k not in given and not k.endswith('num_batches_tracked')
+        ]
+        if missing:
+            raise RuntimeError(
+                'Cannot load a training-form state dict into a deployed '
+                f'DWNet: it lacks {len(missing)} backbone tensors (e.g. '
+                f'{missing[:3]}), which the folded layers need. Load it into '
+                'a training-form model (deploy=False) instead and call '
+                'switch_to_deploy() afterwards')
+        twin.load_state_dict(given, strict=False)
+        twin.switch_to_deploy()
+        for key in given:
+            del state_dict[prefix + key]
+        for key, value in twin.state_dict().items():
+            state_dict[prefix + key] = value
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:

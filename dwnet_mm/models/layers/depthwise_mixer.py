@@ -1,5 +1,6 @@
 """The DW-block: DWNet's replacement for (shifted) window attention."""
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
@@ -67,6 +68,31 @@ class DepthwiseMixer(nn.Module):
             act_cfg=None)
 
     def forward(self, x):
-        x = self.pointwise_in(x)
+        x = pointwise_conv_module(self.pointwise_in, x)
         x = self.act(self.depthwise_norm(self.depthwise(x)))
-        return self.pointwise_out(x)
+        return pointwise_conv_module(self.pointwise_out, x)
+
+
+def pointwise_conv_module(module, x):
+    """Run a 1x1 :class:`ConvModule` (conv -> norm -> act) as a matmul.
+
+    On the channels-last NCHW tensors of the DWNet blocks, the permutes are
+    free and the matmul reads and writes contiguous memory, with no layout
+    conversion of the convolution kernels.
+
+    Args:
+        module (ConvModule): A 1x1, stride 1, ungrouped conv module with the
+            default order ('conv', 'norm', 'act').
+        x (Tensor): (N, C, H, W) input.
+
+    Returns:
+        Tensor: (N, C', H, W), channels-last memory when ``x`` is.
+    """
+    conv = module.conv
+    x = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1),
+                 conv.bias).permute(0, 3, 1, 2)
+    if module.with_norm:
+        x = module.norm(x)
+    if module.with_activation:
+        x = module.activate(x)
+    return x

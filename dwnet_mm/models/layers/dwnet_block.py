@@ -1,4 +1,5 @@
 """One DWNet block and one stage of blocks."""
+import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
@@ -68,13 +69,32 @@ class DWNetBlock(nn.Module):
         return self.mixer(pad_to_multiple(x, self.kernel_size))[..., :H, :W]
 
     def _forward(self, x):
-        x = x + self.drop_path(self.mix(x))
-        return x + self.drop_path(self.mlp(self.norm(x)))
+        x = self._residual(x, self.mix(x))
+        return self._residual(x, self.mlp(self.norm(x)))
+
+    def _residual(self, x, y):
+        """``x + drop_path(y)`` in one pass (mmcv's DropPath semantics:
+        each sample's ``y`` is dropped with probability ``drop_prob`` and
+        otherwise scaled by ``1 / (1 - drop_prob)``)."""
+        drop_prob = getattr(self.drop_path, 'drop_prob', 0.)
+        if not drop_prob or not self.drop_path.training:
+            return x + y
+        keep_prob = 1 - drop_prob
+        shape = (x.shape[0], ) + (1, ) * (x.dim() - 1)
+        scale = (keep_prob + torch.rand(shape, dtype=x.dtype,
+                                        device=x.device)).floor_()
+        return torch.addcmul(x, y, scale.div_(keep_prob))
 
     def forward(self, x):
+        """(N, C, H, W) -> (N, C, H, W); channels-last memory is kept."""
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
+
+    def forward_nhwc(self, x, inplace=False, workspace=None):
+        """(N, H, W, C) -> (N, H, W, C). ``inplace`` and ``workspace`` are
+        for the deploy form's signature and ignored."""
+        return self(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class DWNetStage(nn.Module):
@@ -99,7 +119,24 @@ class DWNetStage(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
-        """Return the stage output and the downsampled input of the next."""
-        for block in self.blocks:
-            x = block(x)
-        return x, (self.downsample(x) if self.downsample else x)
+        """Return the stage output and the downsampled input of the next,
+        (N, C, H, W) tensors."""
+        x, down = self.forward_nhwc(x.permute(0, 2, 3, 1))
+        return x.permute(0, 3, 1, 2), down.permute(0, 3, 1, 2)
+
+    def forward_nhwc(self, x, inplace=False, workspace=None):
+        """:meth:`forward` on (N, H, W, C) tensors.
+
+        Training-form blocks work on channels-last NCHW views of the same
+        memory, deploy-form blocks (:class:`DeployDWNetBlock`) on NHWC.
+
+        Args:
+            x (Tensor): Input.
+            inplace (bool): Let deploy-form blocks update ``x`` in place
+                (when the caller owns it). Defaults to False.
+            workspace (Tensor, optional): MLP buffer of the deploy form.
+        """
+        for i, block in enumerate(self.blocks):
+            x = block.forward_nhwc(x, inplace=inplace or i > 0,
+                                   workspace=workspace)
+        return x, (self.downsample.forward_nhwc(x) if self.downsample else x)

@@ -1,5 +1,4 @@
 """Stem and between-stage downsampling (Swin layout)."""
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
@@ -13,14 +12,26 @@ def pad_to_multiple(x, multiple):
     return x
 
 
+def _takes_nchw(norm):
+    return isinstance(norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm))
+
+
 def channel_norm(norm, x):
     """Apply ``norm`` over the channels of an NCHW tensor.
 
     BatchNorm takes NCHW directly; LayerNorm-like norms take channels last.
+    Channels-last memory stays channels-last.
     """
-    if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+    if _takes_nchw(norm):
         return norm(x)
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def channel_norm_nhwc(norm, x):
+    """Apply ``norm`` over the channels of an NHWC tensor."""
+    if _takes_nchw(norm):
+        return norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return norm(x)
 
 
 class PatchEmbed(nn.Module):
@@ -45,8 +56,21 @@ class PatchEmbed(nn.Module):
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x):
-        x = self.projection(pad_to_multiple(x, self.patch_size))
-        return channel_norm(self.norm, x)
+        """(N, C, H, W) image -> (N, D, H/p, W/p), channels-last memory."""
+        return self.forward_nhwc(x).permute(0, 3, 1, 2)
+
+    def forward_nhwc(self, x):
+        """(N, C, H, W) image -> (N, H/p, W/p, D) features."""
+        p = self.patch_size
+        x = pad_to_multiple(x, p)
+        B, C, H, W = x.shape
+        # The strided conv as one matmul over the gathered patches, whose
+        # output is already channels-last.
+        patches = x.reshape(B, C, H // p, p, W // p, p).permute(
+            0, 2, 4, 1, 3, 5).reshape(B, H // p, W // p, C * p * p)
+        x = F.linear(patches, self.projection.weight.flatten(1),
+                     self.projection.bias)
+        return channel_norm_nhwc(self.norm, x)
 
 
 class PatchMerging(nn.Module):
@@ -70,9 +94,22 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
 
     def forward(self, x):
-        x = pad_to_multiple(x, 2).permute(0, 2, 3, 1)
-        x = torch.cat([
-            x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
-            x[:, 1::2, 1::2]
-        ], dim=-1)
-        return self.reduction(self.norm(x)).permute(0, 3, 1, 2)
+        """(N, C, H, W) -> (N, 2C, H/2, W/2), channels-last memory."""
+        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_nhwc(self, x):
+        """(N, H, W, C) -> (N, H/2, W/2, 2C)."""
+        return self.reduction(channel_norm_nhwc(self.norm, gather_2x2(x)))
+
+
+def gather_2x2(x):
+    """(N, H, W, C) -> (N, H/2, W/2, 4C): the 2x2 neighbours of each output
+    position, in the order (0, 0), (1, 0), (0, 1), (1, 1) of (row, column)
+    offsets; odd sizes are zero-padded on the bottom/right first."""
+    B, H, W, C = x.shape
+    if H % 2 or W % 2:
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        H, W = H + H % 2, W + W % 2
+    # Offsets (row, col) land at 2 * col + row: column-major in the pair.
+    return x.reshape(B, H // 2, 2, W // 2, 2, C).permute(
+        0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)

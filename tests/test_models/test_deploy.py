@@ -1,0 +1,320 @@
+"""The deploy form (DWNet.switch_to_deploy) and the fast inference paths."""
+import importlib.util
+from copy import deepcopy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from mmcv.cnn.bricks import DropPath
+from mmengine.runner import load_checkpoint
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dwnet_mm.models import DWNet
+from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
+                                    inhomogeneous_dynamic_conv)
+from dwnet_mm.models.layers import dynamic_conv
+from dwnet_mm.models.layers.dynamic_conv import generate_and_apply_i_dynamic
+
+SMALL = dict(channels=[32, 64, 128, 256], depths=[1, 1, 2, 1])
+CONV_TYPES = ['static', 'dynamic', 'i_dynamic']
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small(**kwargs):
+    kwargs.setdefault('arch', deepcopy(SMALL))
+    return DWNet(**kwargs)
+
+
+def randomize_norms(model, seed=0):
+    """Non-trivial BN statistics and affine parameters, so that a wrong
+    fold cannot pass."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen)
+                                 * 2 - 1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen)
+                                * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen)
+                                + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) -
+                              0.5)
+    return model
+
+
+def trained_like(**kwargs):
+    torch.manual_seed(0)
+    return randomize_norms(small(**kwargs)).eval()
+
+
+def assert_rel_close(actual, expected, rel=1e-4):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape
+        err = (a - e).abs().max().item()
+        assert err <= rel * e.abs().max().item(), (err, e.abs().max())
+
+
+def has_batchnorm(model):
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize('conv_type', CONV_TYPES)
+@pytest.mark.parametrize('dense', [False, True])
+def test_deploy_matches_eval_training_form(conv_type, dense):
+    kwargs = dict(conv_type=conv_type)
+    if dense:
+        kwargs.update(out_type='featmap', out_indices=(0, 1, 2, 3))
+    model = trained_like(**kwargs)
+    deployed = deepcopy(model).switch_to_deploy()
+    assert deployed.deployed and not has_batchnorm(deployed)
+    # Odd sizes: padding in the stem and in every patch merging, and a
+    # 1x1 last stage.
+    for shape in [(2, 3, 61, 75), (1, 3, 33, 45), (3, 3, 32, 32)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert_rel_close(deployed(x), model(x))
+
+
+@pytest.mark.parametrize('conv_type', CONV_TYPES)
+def test_deploy_with_pad_to_window(conv_type):
+    model = trained_like(conv_type=conv_type, out_type='featmap',
+                         out_indices=(0, 1, 2, 3), pad_to_window=True)
+    deployed = deepcopy(model).switch_to_deploy()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        assert_rel_close(deployed(x), model(x))
+
+
+def test_deploy_folds_stem_batchnorms():
+    model = trained_like(stem_norm_cfg=dict(type='BN'))
+    deployed = deepcopy(model).switch_to_deploy()
+    assert not has_batchnorm(deployed)
+    x = torch.randn(2, 3, 50, 46)
+    with torch.no_grad():
+        assert_rel_close(deployed(x), model(x))
+
+
+@pytest.mark.parametrize('conv_type', CONV_TYPES)
+def test_deploy_form_is_differentiable(conv_type):
+    """With autograd the deploy form runs out of place, and agrees with
+    its in-place inference path."""
+    model = trained_like(conv_type=conv_type).switch_to_deploy()
+    x = torch.randn(2, 3, 40, 36, requires_grad=True)
+    out = model(x)[0]
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert_rel_close(model(x), (out, ), rel=1e-5)
+
+
+def test_switch_to_deploy_is_idempotent():
+    model = trained_like(conv_type='dynamic')
+    deployed = model.switch_to_deploy()
+    assert deployed is model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.switch_to_deploy() is model
+    after = model.state_dict()
+    assert list(after) == list(state)
+    for key, value in state.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('conv_type', CONV_TYPES)
+def test_deploy_argument_builds_the_deployed_layout(conv_type):
+    model = trained_like(conv_type=conv_type)
+    deployed = deepcopy(model).switch_to_deploy()
+    built = small(conv_type=conv_type, deploy=True).eval()
+    assert built.deployed and not has_batchnorm(built)
+    assert {k: v.shape for k, v in built.state_dict().items()} == \
+        {k: v.shape for k, v in deployed.state_dict().items()}
+    built.load_state_dict(deployed.state_dict())
+    x = torch.randn(2, 3, 45, 51)
+    with torch.no_grad():
+        assert_rel_close(built(x), model(x))
+
+
+def test_training_state_dict_into_deployed_model_is_folded():
+    model = trained_like(conv_type='i_dynamic')
+    target = small(conv_type='i_dynamic', deploy=True).eval()
+    result = target.load_state_dict(model.state_dict())
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert_rel_close(target(x), model(x))
+
+
+class Classifier(nn.Module):
+    """A backbone under the ``backbone.`` prefix, as in mm checkpoints."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_channels[-1], 5)
+
+
+def test_training_checkpoint_file_into_deployed_classifier(tmp_path):
+    trained = Classifier(trained_like(conv_type='dynamic'))
+    path = tmp_path / 'trained.pth'
+    torch.save(dict(state_dict=trained.state_dict(), meta={}), path)
+
+    deployed = Classifier(small(conv_type='dynamic', deploy=True)).eval()
+    load_checkpoint(deployed, str(path), map_location='cpu', strict=True)
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        assert_rel_close(
+            (deployed.head(deployed.backbone(x)[0]), ),
+            (trained.head(trained.backbone(x)[0]), ))
+
+
+def test_incomplete_training_state_dict_is_refused():
+    state = trained_like().state_dict()
+    del state['stages.1.blocks.0.mixer.depthwise_norm.running_var']
+    model = small(deploy=True)
+    with pytest.raises(RuntimeError, match=r'lacks 1 backbone tensors.*'
+                       r'stages\.1\.blocks\.0\.mixer\.depthwise_norm'):
+        model.load_state_dict(state, strict=False)
+
+
+def test_deployed_state_dict_into_training_model_is_refused():
+    state = small(deploy=True).state_dict()
+    with pytest.raises(RuntimeError, match='deploy=True'):
+        small().load_state_dict(state)
+
+
+def test_pretrained_init_of_a_deployed_model(tmp_path):
+    trained = trained_like(conv_type='static')
+    path = tmp_path / 'backbone.pth'
+    torch.save(
+        dict(state_dict={
+            f'backbone.{k}': v
+            for k, v in trained.state_dict().items()
+        }), path)
+    model = small(
+        deploy=True,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path))).eval()
+    model.init_weights()
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        assert_rel_close(model(x), trained(x))
+
+
+def test_deploy_needs_batchnorm():
+    model = small(norm_cfg=dict(type='GN', num_groups=4))
+    with pytest.raises(TypeError, match="type='BN'"):
+        model.switch_to_deploy()
+
+
+def test_deploy_block_keeps_its_input():
+    block = randomize_norms(DWNetBlock(16)).eval()
+    deployed = DeployDWNetBlock.from_block(block)
+    x = torch.randn(2, 16, 9, 10)
+    before = x.clone()
+    with torch.no_grad():
+        assert_rel_close((deployed(x), ), (block(x), ))
+        assert_rel_close((deployed.forward_nhwc(x.permute(0, 2, 3, 1)), ),
+                         (block(x).permute(0, 2, 3, 1), ))
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
+
+
+def test_training_form_keeps_channels_last_memory():
+    """The blocks' activations stay channels-last (no layout round trip
+    per block); the dense outputs are NCHW-shaped."""
+    model = small(out_type='featmap', out_indices=(0, 1, 2, 3)).eval()
+    seen = []
+    for stage in model.stages:
+        for block in stage.blocks:
+            block.mixer.register_forward_hook(
+                lambda m, args, out: seen.append(out))
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert len(seen) == 5
+    for out in seen:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    assert [tuple(o.shape[1:]) for o in outs] == [(32, 16, 16), (64, 8, 8),
+                                                  (128, 4, 4), (256, 2, 2)]
+
+
+def test_fused_drop_path_matches_mmcv():
+    block = DWNetBlock(8, drop_path_rate=0.5).train()
+    x, y = torch.randn(16, 8, 3, 3), torch.randn(16, 8, 3, 3)
+    torch.manual_seed(3)
+    fused = block._residual(x, y)
+    torch.manual_seed(3)
+    expected = x + DropPath(0.5).train()(y)
+    torch.testing.assert_close(fused, expected)
+    assert not torch.equal(fused, x + y)  # some samples were dropped
+
+
+def naive_i_dynamic(x, weight, k):
+    B, C, H, W = x.shape
+    G = weight.shape[1] // (k * k)
+    cols = nn.functional.unfold(x, k, padding=k // 2).view(
+        B, G, C // G, k * k, H, W)
+    return (cols * weight.view(B, G, 1, k * k, H, W)).sum(3).view(B, C, H, W)
+
+
+@pytest.mark.parametrize('chunk_elements', [64, 1 << 18])
+def test_chunked_i_dynamic_matches_naive(monkeypatch, chunk_elements):
+    # Tiny chunks: many row chunks, with a short last one.
+    monkeypatch.setattr(dynamic_conv, '_CHUNK_ELEMENTS', chunk_elements)
+    torch.manual_seed(0)
+    B, C, H, W, G, k, hidden_width = 2, 8, 11, 7, 4, 5, 6
+    x = torch.randn(B, C, H, W).contiguous(memory_format=torch.channels_last)
+    hidden = torch.randn(B, H, W, hidden_width)
+    weight = torch.randn(G * k * k, hidden_width)
+    bias = torch.randn(G * k * k)
+    scale, shift = torch.rand(C) + 0.5, torch.randn(C)
+    kernels = (hidden @ weight.t() + bias).permute(0, 3, 1, 2)
+    expected = naive_i_dynamic(x * scale.view(1, C, 1, 1), kernels, k) + \
+        shift.view(1, C, 1, 1)
+    out = generate_and_apply_i_dynamic(x, hidden, weight, bias, k, G,
+                                       input_scale=scale, out_bias=shift)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # The autograd op, chunked the same way, forward and backward.
+    xg = x.detach().clone().requires_grad_()
+    kg = kernels.detach().clone().requires_grad_()
+    grad = torch.randn(B, C, H, W)
+    out = inhomogeneous_dynamic_conv(xg, kg, k)
+    grads = torch.autograd.grad((out * grad).sum(), (xg, kg))
+    xr = x.detach().clone().requires_grad_()
+    kr = kernels.detach().clone().requires_grad_()
+    ref = naive_i_dynamic(xr, kr, k)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, torch.autograd.grad((ref * grad).sum(),
+                                               (xr, kr))):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        'dwnet_benchmark', REPO / 'tools' / 'analysis' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_cpu_peak_memory_sees_tensors():
+    benchmark = _load_benchmark()
+
+    def allocate():
+        a = torch.ones(1 << 20)  # 4 MiB
+        b = a * 2  # 8 MiB live
+        del a
+        return b.sum()
+
+    peak = benchmark.cpu_peak_memory(allocate)
+    assert 8 << 20 <= peak < 9 << 20
+
+
+def test_benchmark_runs_deploy_form(capsys):
+    benchmark = _load_benchmark()
+    results = benchmark.main([
+        '--models', 'dwnet_tiny', '--deploy', '--batch-size', '1', '--size',
+        '32', '--repeats', '1', '--gemm-size', '128'
+    ])
+    (row, ) = results['results']
+    assert row['form'] == 'deploy' and row['img_per_s'] > 0
+    assert row['peak_memory_mib'] > 0
+    out = capsys.readouterr().out
+    assert 'DWNet-T (deploy)' in out and 'GEMM peak' in out

@@ -1,0 +1,478 @@
+"""Throughput and peak memory of DWNet classifiers beside Swin-T/ConvNeXt-T.
+
+All models run interleaved in one process: every repeat times each model
+once in turn (round robin) and the report takes the median over repeats, so
+that slow phases of a shared machine hit all models alike. The machine's
+fp32 GEMM peak is measured in the same rounds (large square matmuls), and
+each model's achieved MAC/s is given as a share of it.
+
+    python tools/analysis/benchmark.py                       # everything
+    python tools/analysis/benchmark.py --forms deploy --modes infer
+    python tools/analysis/benchmark.py --models dwnet_tiny swin_tiny \\
+        --batch-size 8 --threads 2 --repeats 7
+
+Forms: ``train`` is the model as trained (BatchNorm layers, eval mode for
+inference); ``deploy`` is ``DWNet.switch_to_deploy()`` (BatchNorm folded,
+NHWC blocks). Swin-T and ConvNeXt-T (mmpretrain) have the ``train`` form
+only.
+
+Peak memory: the most memory held by tensors during one step above what was
+held before it (parameters, optimizer state, the input). On CUDA it is read
+from ``torch.cuda.max_memory_allocated``; on the CPU it is the running sum
+of the allocation and free events that ``torch.profiler`` records with
+``profile_memory=True`` (each tensor allocation of PyTorch's CPU allocator),
+so it does not depend on the C library's allocator or on process RSS. The
+memory step runs after the timing, outside it.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from copy import deepcopy
+
+import torch
+import torch.nn.functional as F
+
+DWNET_MODELS = {
+    'dwnet_tiny': ('DWNet-T', dict(conv_type='static')),
+    'dynamic_dwnet_tiny': ('D-DWNet-T', dict(conv_type='dynamic')),
+    'i_dynamic_dwnet_tiny': ('I-Dynamic-T', dict(conv_type='i_dynamic')),
+    'dwnet_base': ('DWNet-B', dict(arch='base', conv_type='static')),
+    'dynamic_dwnet_base': ('D-DWNet-B',
+                           dict(arch='base', conv_type='dynamic')),
+    'i_dynamic_dwnet_base': ('I-Dynamic-B',
+                             dict(arch='base', conv_type='i_dynamic')),
+}
+REFERENCE_MODELS = {
+    'swin_tiny': 'Swin-T',
+    'convnext_tiny': 'ConvNeXt-T',
+}
+ALL_MODELS = list(DWNET_MODELS) + list(REFERENCE_MODELS)
+DEFAULT_MODELS = [
+    'dwnet_tiny', 'dynamic_dwnet_tiny', 'i_dynamic_dwnet_tiny', 'swin_tiny',
+    'convnext_tiny'
+]
+FORMS = ('train', 'deploy')
+BASELINE = 'swin_tiny'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', choices=ALL_MODELS,
+                        default=DEFAULT_MODELS)
+    parser.add_argument('--forms', nargs='+', choices=FORMS,
+                        default=['train', 'deploy'],
+                        help='forms of the DWNet models')
+    parser.add_argument('--deploy', action='store_true',
+                        help='shortcut for --forms deploy --modes infer')
+    parser.add_argument('--modes', nargs='+', choices=('infer', 'train'),
+                        default=['infer', 'train'],
+                        help='inference and/or training step (training '
+                        'runs the train form only)')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--size', type=int, default=224, help='input size')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='round-robin rounds; the median is reported')
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed steps per model before the rounds')
+    parser.add_argument('--timer', choices=('wall', 'cpu'), default='wall',
+                        help='wall clock, or the CPU time of the main '
+                        'thread: on a busy machine, --threads 1 --timer cpu '
+                        'compares models without the scheduling noise '
+                        '(CPU only; counts no time spent in other threads)')
+    parser.add_argument('--device', default='cuda'
+                        if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--gemm-size', type=int, default=2048,
+                        help='size of the square matmuls of the GEMM peak')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak memory steps')
+    parser.add_argument('--layer-memory', action='store_true',
+                        help='also compare the peak memory of the static '
+                        'and the i_dynamic DW layer (first block of each '
+                        'stage, inference)')
+    parser.add_argument('--out', help='also write the results as JSON here')
+    args = parser.parse_args(argv)
+    if args.deploy:
+        args.forms, args.modes = ['deploy'], ['infer']
+    if args.timer == 'cpu' and args.device != 'cpu':
+        parser.error('--timer cpu needs --device cpu')
+    return args
+
+
+# ---------------------------------------------------------------- models --
+def build_classifier(name, form='train'):
+    """An mmpretrain ImageClassifier for ``name`` in ``form``."""
+    import mmpretrain.models  # noqa: F401 (registers the models)
+    from mmpretrain.registry import MODELS
+
+    import dwnet_mm  # noqa: F401 (registers DWNet)
+    head = dict(type='LinearClsHead', num_classes=1000, in_channels=768)
+    if name in DWNET_MODELS:
+        kwargs = dict(arch='tiny', drop_path_rate=0.2)
+        kwargs.update(DWNET_MODELS[name][1])
+        if kwargs['arch'] == 'base':
+            kwargs['drop_path_rate'] = 0.5
+            head['in_channels'] = 1024
+        cfg = dict(backbone=dict(type='DWNet', **kwargs), neck=None)
+    elif name == 'swin_tiny':
+        cfg = dict(
+            backbone=dict(type='SwinTransformer', arch='tiny', img_size=224,
+                          drop_path_rate=0.2, pad_small_map=True),
+            neck=dict(type='GlobalAveragePooling'))
+    elif name == 'convnext_tiny':
+        cfg = dict(
+            backbone=dict(type='ConvNeXt', arch='tiny', drop_path_rate=0.1),
+            neck=None)
+    else:
+        raise ValueError(f'unknown model {name!r}')
+    # Default initialisation: init_weights only changes values (and logs).
+    model = MODELS.build(dict(type='ImageClassifier', head=head, **cfg))
+    if form != 'train':
+        if name not in DWNET_MODELS:
+            raise ValueError(f'{name} has no {form} form')
+        model.backbone.switch_to_deploy()
+    return model
+
+
+def count_macs(model, size):
+    """Multiply-accumulates of one image (mmengine's FlopAnalyzer)."""
+    from mmengine.analysis import FlopAnalyzer
+    model = deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(
+            _TensorMode(model), torch.randn(1, 3, size, size))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        return analyzer.total()
+
+
+class _TensorMode(torch.nn.Module):
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x, mode='tensor')
+
+
+# ----------------------------------------------------------------- steps --
+class Entry:
+    """One timed model: a name, a form, a mode and its step function."""
+
+    def __init__(self, name, form, mode, model, inputs, labels, device,
+                 timer=time.perf_counter):
+        self.name, self.form, self.mode = name, form, mode
+        self.timer = timer
+        self.model, self.inputs, self.labels = model, inputs, labels
+        self.device = device
+        self.times = []
+        self.optimizer = None
+        if mode == 'train':
+            model.train()
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                               weight_decay=0.05)
+        else:
+            model.eval()
+
+    @property
+    def label(self):
+        base = DWNET_MODELS[self.name][0] if self.name in DWNET_MODELS \
+            else REFERENCE_MODELS[self.name]
+        return base if self.form == 'train' else f'{base} ({self.form})'
+
+    def step(self):
+        if self.mode == 'infer':
+            with torch.no_grad():
+                self.model(self.inputs, mode='tensor')
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self.model(self.inputs, mode='tensor')
+            F.cross_entropy(logits, self.labels).backward()
+            self.optimizer.step()
+
+    def timed_step(self):
+        synchronize(self.device)
+        start = self.timer()
+        self.step()
+        synchronize(self.device)
+        self.times.append(self.timer() - start)
+
+
+def synchronize(device):
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+class GemmPeak:
+    """Large fp32 matmuls: the machine's practical MAC/s peak."""
+
+    def __init__(self, size, device, count=3, timer=time.perf_counter):
+        self.timer = timer
+        self.a = torch.randn(size, size, device=device)
+        self.b = torch.randn(size, size, device=device)
+        self.out = torch.empty(size, size, device=device)
+        self.macs = size**3 * count
+        self.count = count
+        self.device = device
+        self.rates = []
+
+    def run(self):
+        torch.mm(self.a, self.b, out=self.out)  # warm caches and threads
+        synchronize(self.device)
+        start = self.timer()
+        for _ in range(self.count):
+            torch.mm(self.a, self.b, out=self.out)
+        synchronize(self.device)
+        self.rates.append(self.macs / (self.timer() - start))
+
+
+def peak_memory(entry):
+    """Peak bytes held by tensors during one step, above the start."""
+    if str(entry.device).startswith('cuda'):
+        synchronize(entry.device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        entry.step()
+        synchronize(entry.device)
+        return torch.cuda.max_memory_allocated() - before
+    return cpu_peak_memory(entry.step)
+
+
+def cpu_peak_memory(fn):
+    """Peak of the running sum of CPU tensor allocations during ``fn()``,
+    from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    events = [(e.start_ns(), e.nbytes())
+              for e in prof.profiler.kineto_results.events()
+              if e.name() == '[memory]' and e.device_type() ==
+              torch.autograd.DeviceType.CPU]
+    live = peak = 0
+    for _, nbytes in sorted(events):
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def layer_memory(batch_size, size, device):
+    """Peak inference memory of the DW layer (the mixer) and of the whole
+    block, first block of each stage: static vs i_dynamic."""
+    import dwnet_mm  # noqa: F401
+    from dwnet_mm.models import DWNet
+    from dwnet_mm.models.layers import DeployDWNetBlock
+    rows = []
+    models = {}
+    for conv_type in ('static', 'i_dynamic'):
+        models[conv_type] = DWNet('tiny', conv_type=conv_type).to(
+            device).eval()
+    for stage in range(4):
+        row = dict(stage=stage)
+        for conv_type, model in models.items():
+            C = model.arch['channels'][stage]
+            side = size // 4 // 2**stage
+            x = torch.randn(batch_size, side, side, C, device=device)
+            block = model.stages[stage].blocks[0]
+            x_nchw = x.permute(0, 3, 1, 2)
+            dblock = DeployDWNetBlock.from_block(block).eval()
+            with torch.no_grad():
+                row[f'{conv_type}_mixer'] = peak_memory_fn(
+                    lambda: block.mixer(x_nchw), device)
+                row[f'{conv_type}_block'] = peak_memory_fn(
+                    lambda: block(x_nchw), device)
+                row[f'{conv_type}_deploy_block'] = peak_memory_fn(
+                    lambda: dblock.forward_nhwc(x), device)
+            row['input'] = x.numel() * x.element_size()
+        rows.append(row)
+    return rows
+
+
+def peak_memory_fn(fn, device):
+    if str(device).startswith('cuda'):
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated() - before
+    return cpu_peak_memory(fn)
+
+
+# ------------------------------------------------------------ reporting --
+def environment(args):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    env = dict(
+        command=' '.join([sys.executable] + sys.argv),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu=cpu,
+        cpu_count=os.cpu_count(),
+        mkldnn=torch.backends.mkldnn.is_available(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        device=args.device,
+        batch_size=args.batch_size,
+        input_size=args.size,
+    )
+    if str(args.device).startswith('cuda'):
+        env['gpu'] = torch.cuda.get_device_name()
+        env['cuda'] = torch.version.cuda
+    if hasattr(os, 'getloadavg'):
+        env['load_average_start'] = os.getloadavg()
+    return env
+
+
+def mib(nbytes):
+    return nbytes / 2**20
+
+
+def report(env, entries, gemm, macs, memory, layer_rows):
+    peak = statistics.median(gemm.rates)
+    print('\n## Environment')
+    for key, value in env.items():
+        print(f'- {key}: {value}')
+    print(f'- fp32 GEMM peak ({gemm.a.shape[0]}^3 matmuls): median '
+          f'{peak / 1e9:.1f} GMAC/s, best {max(gemm.rates) / 1e9:.1f} '
+          f'GMAC/s over {len(gemm.rates)} rounds')
+    results = []
+    for mode, title in (('infer', 'Inference'), ('train', 'Training step')):
+        rows = [e for e in entries if e.mode == mode]
+        if not rows:
+            continue
+        baseline = next((e for e in rows if e.name == BASELINE), None)
+        base_rate = None
+        if baseline is not None:
+            base_rate = env['batch_size'] / statistics.median(baseline.times)
+        print(f'\n## {title} (batch {env["batch_size"]}, '
+              f'{env["input_size"]}x{env["input_size"]}, '
+              f'median of {len(rows[0].times)})')
+        print('| model | img/s | min-max img/s | vs Swin-T | GMAC/img | '
+              '% GEMM peak | peak memory (MiB) |')
+        print('|---|---|---|---|---|---|---|')
+        for e in rows:
+            rate = env['batch_size'] / statistics.median(e.times)
+            spread = (env['batch_size'] / max(e.times),
+                      env['batch_size'] / min(e.times))
+            ratio = rate / base_rate if base_rate else float('nan')
+            gmacs = macs[e.name]
+            # A training step is about 3x the forward MACs.
+            work = gmacs * (3 if mode == 'train' else 1)
+            share = 100 * work * rate / peak
+            mem = memory.get((e.name, e.form, e.mode))
+            mem_text = f'{mib(mem):.0f}' if mem is not None else '-'
+            print(f'| {e.label} | {rate:.2f} | {spread[0]:.2f}-'
+                  f'{spread[1]:.2f} | {ratio:.2f}x | {gmacs / 1e9:.2f} | '
+                  f'{share:.0f}% | {mem_text} |')
+            results.append(dict(
+                model=e.name, form=e.form, mode=mode, img_per_s=rate,
+                times_s=e.times, vs_swin_t=ratio, gmacs=gmacs / 1e9,
+                percent_gemm_peak=share,
+                peak_memory_mib=mib(mem) if mem is not None else None))
+    if layer_rows:
+        print('\n## DW layer peak inference memory, first block per stage '
+              '(MiB; i_dynamic / static)')
+        print('| stage | input | static mixer | i_dynamic mixer | ratio | '
+              'static block | i_dynamic block | deploy static block | '
+              'deploy i_dynamic block | deploy ratio |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
+        for r in layer_rows:
+            print(f'| {r["stage"]} | {mib(r["input"]):.1f} | '
+                  f'{mib(r["static_mixer"]):.1f} | '
+                  f'{mib(r["i_dynamic_mixer"]):.1f} | '
+                  f'{r["i_dynamic_mixer"] / r["static_mixer"]:.2f} | '
+                  f'{mib(r["static_block"]):.1f} | '
+                  f'{mib(r["i_dynamic_block"]):.1f} | '
+                  f'{mib(r["static_deploy_block"]):.1f} | '
+                  f'{mib(r["i_dynamic_deploy_block"]):.1f} | '
+                  f'{r["i_dynamic_deploy_block"] / r["static_deploy_block"]:.2f}'
+                  ' |')
+    if hasattr(os, 'getloadavg'):
+        env['load_average_end'] = os.getloadavg()
+        print(f'\n- load average at the end: {env["load_average_end"]}')
+    print('\nMAC/s shares: forward MACs per image (mmengine FlopAnalyzer, '
+          'training form) x img/s, x3 for a training step, over the GEMM '
+          'peak. Peak memory: tensors allocated during one step above the '
+          'start (see --help).')
+    return dict(environment=env, gemm_peak_gmacs=peak / 1e9,
+                gemm_rates=gemm.rates, results=results,
+                layer_memory=layer_rows)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    env = environment(args)
+    timer = time.thread_time if args.timer == 'cpu' else time.perf_counter
+    env['timer'] = 'main-thread CPU time' if args.timer == 'cpu' else \
+        'wall clock'
+    torch.manual_seed(0)
+    inputs = torch.randn(args.batch_size, 3, args.size, args.size,
+                         device=device)
+    labels = torch.randint(0, 1000, (args.batch_size, ), device=device)
+
+    entries, macs = [], {}
+    for name in args.models:
+        forms = [f for f in args.forms if name in DWNET_MODELS] or ['train']
+        for form in forms:
+            for mode in args.modes:
+                if mode == 'train' and form != 'train':
+                    continue
+                model = build_classifier(name, form).to(device)
+                if name not in macs:
+                    macs[name] = count_macs(
+                        build_classifier(name) if form != 'train' else model,
+                        args.size)
+                entries.append(
+                    Entry(name, form, mode, model, inputs, labels, device,
+                          timer))
+    if not entries:
+        sys.exit('nothing to run: check --models, --forms and --modes')
+    print(f'{len(entries)} runs: ' + ', '.join(
+        f'{e.label} {e.mode}' for e in entries))
+
+    gemm = GemmPeak(args.gemm_size, device, timer=timer)
+    for e in entries:
+        for _ in range(args.warmup):
+            e.step()
+    for round_index in range(args.repeats):
+        gemm.run()
+        for e in entries:
+            e.timed_step()
+        print(f'round {round_index + 1}/{args.repeats}: ' + ', '.join(
+            f'{e.label} {e.mode} {args.batch_size / e.times[-1]:.2f}'
+            for e in entries) + f', GEMM {gemm.rates[-1] / 1e9:.1f} GMAC/s',
+            flush=True)
+
+    memory = {}
+    if not args.no_memory:
+        for e in entries:
+            memory[(e.name, e.form, e.mode)] = peak_memory(e)
+    layer_rows = layer_memory(args.batch_size, args.size, device) \
+        if args.layer_memory else None
+    results = report(env, entries, gemm, macs, memory, layer_rows)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == '__main__':
+    main()
