@@ -151,15 +151,8 @@ def test_build_model(name):
 # Even kernels: DWNet's static/dynamic depth-wise conv pads k // 2 on both
 # sides, so a 12x12 kernel returns (H + 1) x (W + 1) maps and the residual
 # add fails. Strict: remove the mark once the backbone handles even kernels.
-EVEN_KERNEL_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason='DWNet static/dynamic conv does not support even kernel sizes')
-
-
-@pytest.mark.parametrize('name', [
-    pytest.param(n, marks=EVEN_KERNEL_BUG) if EXPECTED[n][2] % 2 == 0 else n
-    for n in CONFIGS if EXPECTED[n][0] == 'tiny'
-])
+@pytest.mark.parametrize(
+    'name', [n for n in CONFIGS if EXPECTED[n][0] == 'tiny'])
 def test_forward_at_train_resolution(name):
     size = EXPECTED[name][7]
     model = _build(name).eval()

@@ -261,3 +261,22 @@ def test_eval_is_deterministic(conv_type):
     model = small(conv_type=conv_type).eval()
     x = torch.randn(2, 3, 48, 48)
     torch.testing.assert_close(model(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize('conv_type', ['static', 'dynamic', 'i_dynamic'])
+def test_even_kernel_keeps_size_and_offsets(conv_type):
+    # 12x12 kernels (the 384 fine-tune) cover offsets -6..+5 everywhere.
+    model = small(conv_type=conv_type, kernel_size=12, out_type='featmap',
+                  out_indices=(0, 1, 2, 3)).eval()
+    outs = model(torch.randn(1, 3, 52, 60))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(13, 15), (7, 8), (4, 4),
+                                                   (2, 2)]
+    if conv_type == 'static':
+        mixer = model.stages[0].blocks[0].mixer
+        x = torch.zeros(1, 32, 13, 15)
+        x[0, :, 6, 7] = 1
+        conv = mixer.depthwise
+        conv.weight.data.zero_()
+        conv.weight.data[:, :, 0, 0] = 1  # offset (-6, -6)
+        out = conv(x)[..., :13, :15] - conv.bias.view(1, -1, 1, 1)
+        assert out[0, 0, 12, 13].item() == 1

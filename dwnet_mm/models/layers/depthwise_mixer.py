@@ -69,7 +69,11 @@ class DepthwiseMixer(nn.Module):
 
     def forward(self, x):
         x = pointwise_conv_module(self.pointwise_in, x)
-        x = self.act(self.depthwise_norm(self.depthwise(x)))
+        H, W = x.shape[-2:]
+        # Even kernels pad k//2 on both sides, one row/column too many: keep
+        # the offsets -k//2 .. k//2-1, as the i_dynamic conv does.
+        x = self.depthwise(x)[..., :H, :W]
+        x = self.act(self.depthwise_norm(x))
         return pointwise_conv_module(self.pointwise_out, x)
 
 
