@@ -110,6 +110,7 @@ def parse_args(argv=None):
 def build_classifier(name, form='train'):
     """An mmpretrain ImageClassifier for ``name`` in ``form``."""
     import mmpretrain.models  # noqa: F401 (registers the models)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     import dwnet_mm  # noqa: F401 (registers DWNet)
@@ -133,7 +134,9 @@ def build_classifier(name, form='train'):
     else:
         raise ValueError(f'unknown model {name!r}')
     # Default initialisation: init_weights only changes values (and logs).
-    model = MODELS.build(dict(type='ImageClassifier', head=head, **cfg))
+    # Explicit scope: another framework may be the current default scope.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(type='ImageClassifier', head=head, **cfg))
     if form != 'train':
         if name not in DWNET_MODELS:
             raise ValueError(f'{name} has no {form} form')
