@@ -70,3 +70,58 @@ def convert_authors_backbone(state_dict, num_stages=4):
         else:
             backbone[new_key] = value
     return backbone, head
+
+
+def convert_authors_full_model(state_dict, release, allowed_prefixes=None):
+    """Rename the backbone keys of an authors' mmdet 2.x / mmseg 0.x model.
+
+    Everything outside ``backbone.`` is passed through: mmdet 3 and mmseg 1
+    kept the neck and head parameter names of those releases.
+
+    Args:
+        state_dict (dict): The released model's state dict (a ``module.``
+            prefix left by a data-parallel wrapper is stripped).
+        release (str): What the file should be, for error messages, e.g.
+            "mmdet 2.x detector".
+        allowed_prefixes (tuple[str], optional): The only top-level
+            prefixes the model may have. Defaults to None (any).
+
+    Returns:
+        dict: The state dict with dwnet_mm backbone names.
+    """
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    backbone = {
+        k[len('backbone.'):]: v
+        for k, v in state_dict.items() if k.startswith('backbone.')
+    }
+    if not backbone:
+        raise ValueError(
+            f'no "backbone." key in the checkpoint: expected an {release} '
+            f'checkpoint of the authors\' release; first keys: '
+            f'{list(state_dict)[:5]}')
+    if not is_authors_layout(backbone):
+        layout = ('already in dwnet_mm layout (use it directly with '
+                  'tools/test.py)' if any(
+                      k.startswith('stages.') for k in backbone) else
+                  'not a DWNet backbone')
+        raise ValueError(
+            f'the backbone keys are not the authors\' DWNet names '
+            f'("layers.*.attn2conv.*"): {layout}; first backbone keys: '
+            f'{list(backbone)[:5]}')
+    converted, cls_head = convert_authors_backbone(backbone)
+    if cls_head:
+        raise ValueError(
+            'the backbone holds a classification head ("head.*"): this is a '
+            'classification checkpoint, which DWNet\'s Pretrained init_cfg '
+            f'reads directly; this tool converts {release} checkpoints')
+    if allowed_prefixes:
+        others = [k for k in state_dict if not k.startswith(allowed_prefixes)]
+        if others:
+            raise ValueError(
+                f'keys outside {"/".join(allowed_prefixes)}: this is not an '
+                f'{release} checkpoint; e.g. {others[:5]}')
+    new_state_dict = {'backbone.' + k: v for k, v in converted.items()}
+    new_state_dict.update(
+        (k, v) for k, v in state_dict.items() if not k.startswith('backbone.'))
+    return new_state_dict

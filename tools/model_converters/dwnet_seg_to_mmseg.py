@@ -22,15 +22,6 @@ import os.path as osp
 import torch
 
 BACKBONE_PREFIX = 'backbone.'
-# Prefixes a data-parallel wrapper may have left in front of every key.
-WRAPPER_PREFIXES = ('module.', )
-
-
-def _strip_wrapper_prefix(state_dict):
-    for prefix in WRAPPER_PREFIXES:
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
 
 
 def convert_seg_state_dict(state_dict):
@@ -44,37 +35,9 @@ def convert_seg_state_dict(state_dict):
     Returns:
         dict: The mmseg 1.x state dict for dwnet_mm's DWNet backbone.
     """
-    from dwnet_mm.converters import convert_authors_backbone, is_authors_layout
-    state_dict = _strip_wrapper_prefix(state_dict)
-    backbone = {
-        k[len(BACKBONE_PREFIX):]: v
-        for k, v in state_dict.items() if k.startswith(BACKBONE_PREFIX)
-    }
-    if not backbone:
-        raise ValueError(
-            'no "backbone." key in the checkpoint: expected an mmseg 0.x '
-            'segmentor checkpoint of the authors\' release; first keys: '
-            f'{list(state_dict)[:5]}')
-    if not is_authors_layout(backbone):
-        layout = ('already in dwnet_mm layout (use it directly with '
-                  'tools/test.py)' if any(
-                      k.startswith('stages.') for k in backbone) else
-                  'not a DWNet backbone')
-        raise ValueError(
-            f'the backbone keys are not the authors\' DWNet names '
-            f'("layers.*.attn2conv.*"): {layout}; first backbone keys: '
-            f'{list(backbone)[:5]}')
-    converted, cls_head = convert_authors_backbone(backbone)
-    if cls_head:
-        raise ValueError(
-            'the backbone holds a classification head ("head.*"): this is a '
-            'classification checkpoint, which DWNet\'s Pretrained init_cfg '
-            'reads directly; this tool converts segmentation checkpoints')
-    new_state_dict = {BACKBONE_PREFIX + k: v for k, v in converted.items()}
-    for key, value in state_dict.items():
-        if not key.startswith(BACKBONE_PREFIX):
-            new_state_dict[key] = value
-    return new_state_dict
+    from dwnet_mm.converters import convert_authors_full_model
+    return convert_authors_full_model(
+        state_dict, 'mmseg 0.x segmentor')
 
 
 def convert_seg_checkpoint(checkpoint, source=None):
