@@ -12,9 +12,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.models import DWNet
 from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
+                                    DynamicDepthwiseConv2d,
+                                    InhomogeneousDynamicConv2d,
                                     inhomogeneous_dynamic_conv)
-from dwnet_mm.models.layers import dynamic_conv
-from dwnet_mm.models.layers.dynamic_conv import generate_and_apply_i_dynamic
+from dwnet_mm.models.layers.dynamic_conv import (
+    SmallMapBatchedDepthwiseConv, _image_row_chunks, batched_depthwise_conv,
+    generate_and_apply_i_dynamic)
 
 SMALL = dict(channels=[32, 64, 128, 256], depths=[1, 1, 2, 1])
 CONV_TYPES = ['static', 'dynamic', 'i_dynamic']
@@ -87,6 +90,21 @@ def test_deploy_with_pad_to_window(conv_type):
         assert_rel_close(deployed(x), model(x))
 
 
+@pytest.mark.parametrize('conv_type', CONV_TYPES)
+def test_deploy_with_even_kernel(conv_type):
+    # 12x12 kernels (384 fine-tune) keep offsets -6..+5.
+    model = trained_like(conv_type=conv_type, kernel_size=12,
+                         out_type='featmap', out_indices=(0, 1, 2, 3))
+    deployed = deepcopy(model).switch_to_deploy()
+    x = torch.randn(2, 3, 52, 60)
+    with torch.no_grad():
+        assert_rel_close(deployed(x), model(x))
+    model.train()
+    x.requires_grad_()
+    sum(o.sum() for o in model(x)).backward()  # training backward too
+    assert torch.isfinite(x.grad).all()
+
+
 def test_deploy_folds_stem_batchnorms():
     model = trained_like(stem_norm_cfg=dict(type='BN'))
     deployed = deepcopy(model).switch_to_deploy()
@@ -107,6 +125,18 @@ def test_deploy_form_is_differentiable(conv_type):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with torch.no_grad():
         assert_rel_close(model(x), (out, ), rel=1e-5)
+
+
+@pytest.mark.parametrize('conv_type', CONV_TYPES)
+def test_deploy_form_under_autocast(conv_type):
+    model = trained_like(conv_type=conv_type).switch_to_deploy()
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        expected = model(x)[0]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(x)[0]
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=0.1, atol=0.1)
 
 
 def test_switch_to_deploy_is_idempotent():
@@ -254,12 +284,16 @@ def naive_i_dynamic(x, weight, k):
     return (cols * weight.view(B, G, 1, k * k, H, W)).sum(3).view(B, C, H, W)
 
 
-@pytest.mark.parametrize('chunk_elements', [64, 1 << 18])
-def test_chunked_i_dynamic_matches_naive(monkeypatch, chunk_elements):
-    # Tiny chunks: many row chunks, with a short last one.
-    monkeypatch.setattr(dynamic_conv, '_CHUNK_ELEMENTS', chunk_elements)
+@pytest.mark.parametrize(
+    'B,C,H,W,G,k',
+    [
+        (2, 8, 11, 7, 4, 5),  # image kernels > input: rows 2, 2, 2, 2, 2, 1
+        (5, 8, 6, 9, 4, 3),  # chunks of 1 whole image
+        (1, 6, 4, 4, 2, 7),  # kernel larger than the image
+    ])
+def test_chunked_i_dynamic_matches_naive(B, C, H, W, G, k):
     torch.manual_seed(0)
-    B, C, H, W, G, k, hidden_width = 2, 8, 11, 7, 4, 5, 6
+    hidden_width = 6
     x = torch.randn(B, C, H, W).contiguous(memory_format=torch.channels_last)
     hidden = torch.randn(B, H, W, hidden_width)
     weight = torch.randn(G * k * k, hidden_width)
@@ -284,6 +318,68 @@ def test_chunked_i_dynamic_matches_naive(monkeypatch, chunk_elements):
     for a, b in zip(grads, torch.autograd.grad((ref * grad).sum(),
                                                (xr, kr))):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_i_dynamic_module_gradients_match_naive(train):
+    """The fast training path (bias in the GEMM, kernels masked in place)
+    has the gradients of the plain formula."""
+    torch.manual_seed(0)
+    module = randomize_norms(InhomogeneousDynamicConv2d(16, 5, groups=4))
+    module.train(train)
+    x = torch.randn(3, 16, 9, 8).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(3, 16, 9, 8)
+    params = [x] + list(module.parameters())
+    fast = torch.autograd.grad((module(x) * grad).sum(), params)
+    ref_out = naive_i_dynamic(x, module.conv2(module.conv1(x)), 5)
+    ref = torch.autograd.grad((ref_out * grad).sum(), params)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape', [(3, 5, 6, 7), (2, 4, 1, 9), (2, 3, 16, 16)])
+def test_small_map_dynamic_conv_backward(shape):
+    """The CPU backward for small maps equals the conv's own."""
+    torch.manual_seed(0)
+    B, C, H, W = shape
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    kernel = torch.randn(B * C, 1, 7, 7, dtype=torch.float64,
+                         requires_grad=True)
+    bias = torch.randn(B * C, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    inputs = (x, kernel, bias)
+    out = SmallMapBatchedDepthwiseConv.apply(x, kernel, bias, 3)
+    fast = torch.autograd.grad((out * grad).sum(), inputs)
+    ref_out = batched_depthwise_conv(x, kernel, bias, 3)
+    ref = torch.autograd.grad((ref_out * grad).sum(), inputs)
+    torch.testing.assert_close(out, ref_out)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_dynamic_module_uses_small_map_backward(monkeypatch):
+    calls = []
+    original = SmallMapBatchedDepthwiseConv.apply
+    monkeypatch.setattr(SmallMapBatchedDepthwiseConv, 'apply',
+                        lambda *a: calls.append(1) or original(*a))
+    module = DynamicDepthwiseConv2d(8, 7).train()
+    module(torch.randn(2, 8, 14, 14, requires_grad=True)).sum().backward()
+    assert calls and module.conv2.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        module(torch.randn(2, 8, 14, 14))
+    assert len(calls) == 1
+
+
+def test_i_dynamic_chunks():
+    # Whole images while the budget holds one.
+    assert _image_row_chunks(5, 6, 36 * 54, 36 * 9, 80 * 54) == [
+        (0, 2, 0, 6), (2, 4, 0, 6), (4, 5, 0, 6)]
+    # Else equal row chunks of each image.
+    assert _image_row_chunks(2, 11, 100 * 77, 100 * 7, 2464) == [
+        (b, b + 1, r0, r1) for b in range(2)
+        for r0, r1 in [(0, 3), (3, 6), (6, 9), (9, 11)]]
 
 
 def _load_benchmark():

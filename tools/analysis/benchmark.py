@@ -7,9 +7,10 @@ fp32 GEMM peak is measured in the same rounds (large square matmuls), and
 each model's achieved MAC/s is given as a share of it.
 
     python tools/analysis/benchmark.py                       # everything
-    python tools/analysis/benchmark.py --forms deploy --modes infer
-    python tools/analysis/benchmark.py --models dwnet_tiny swin_tiny \\
-        --batch-size 8 --threads 2 --repeats 7
+    python tools/analysis/benchmark.py --deploy              # deploy, infer
+    python tools/analysis/benchmark.py --threads 2 --repeats 7 \\
+        --layer-memory --out benchmark.json                  # quiet machine
+    python tools/analysis/benchmark.py --threads 1 --timer cpu  # busy one
 
 Forms: ``train`` is the model as trained (BatchNorm layers, eval mode for
 inference); ``deploy`` is ``DWNet.switch_to_deploy()`` (BatchNorm folded,
@@ -395,6 +396,8 @@ def report(env, entries, gemm, macs, memory, layer_rows):
               'deploy i_dynamic block | deploy ratio |')
         print('|---|---|---|---|---|---|---|---|---|---|')
         for r in layer_rows:
+            deploy_ratio = r['i_dynamic_deploy_block'] / \
+                r['static_deploy_block']
             print(f'| {r["stage"]} | {mib(r["input"]):.1f} | '
                   f'{mib(r["static_mixer"]):.1f} | '
                   f'{mib(r["i_dynamic_mixer"]):.1f} | '
@@ -403,8 +406,7 @@ def report(env, entries, gemm, macs, memory, layer_rows):
                   f'{mib(r["i_dynamic_block"]):.1f} | '
                   f'{mib(r["static_deploy_block"]):.1f} | '
                   f'{mib(r["i_dynamic_deploy_block"]):.1f} | '
-                  f'{r["i_dynamic_deploy_block"] / r["static_deploy_block"]:.2f}'
-                  ' |')
+                  f'{deploy_ratio:.2f} |')
     if hasattr(os, 'getloadavg'):
         env['load_average_end'] = os.getloadavg()
         print(f'\n- load average at the end: {env["load_average_end"]}')

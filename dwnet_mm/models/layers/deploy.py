@@ -40,6 +40,14 @@ def _inference(*tensors):
         t is not None and t.requires_grad for t in tensors)
 
 
+def _fast_path(*tensors):
+    """In-place, ``out=`` kernels: without autograd, and with one dtype (no
+    autocast mixing, which the ``out=`` forms do not do)."""
+    tensors = [t for t in tensors if t is not None]
+    return _inference(*tensors) and not torch.is_autocast_enabled(
+        tensors[0].device.type) and len({t.dtype for t in tensors}) == 1
+
+
 def linear_relu(x, linear):
     """``relu(linear(x))``."""
     y = F.linear(x, linear.weight, linear.bias)
@@ -58,8 +66,7 @@ def _accumulate_linear(out, x, linear):
 
 def residual_linear(residual, x, linear, inplace=False):
     """``residual + linear(x)``; into ``residual`` if ``inplace``."""
-    params = (linear.weight, linear.bias)
-    if not _inference(residual, x, *params):
+    if not _fast_path(residual, x, linear.weight, linear.bias):
         return residual + linear(x)
     rows = residual.reshape(-1, residual.shape[-1])
     if not inplace:
@@ -75,8 +82,7 @@ def residual_mlp(x, fc1, fc2, inplace=False, workspace=None):
     (``workspace``, a 1-D tensor of at least :data:`MLP_CHUNK_ELEMENTS`, or
     a new one), accumulating into ``x`` itself if ``inplace``.
     """
-    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    if not _inference(x, *params):
+    if not _fast_path(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias):
         return x + fc2(F.gelu(fc1(x)))
     rows = x.reshape(-1, x.shape[-1])
     if not inplace:
@@ -221,9 +227,12 @@ class FoldedDepthwiseConv2d(nn.Conv2d):
         """(N, H, W, C) -> (N, H, W, C)."""
         # The permuted NHWC tensor is a channels-last NCHW one: the conv
         # runs in the NHWC kernels and returns channels-last memory.
+        H, W = x.shape[1:3]
         y = self._conv_forward(x.permute(0, 3, 1, 2), self.weight, self.bias)
+        # Even kernels: keep offsets -k//2 .. k//2-1, as DepthwiseMixer.
+        y = y[..., :H, :W]
         y = y.relu_() if _inference(x, self.weight) else F.relu(y)
-        return y.permute(0, 2, 3, 1)
+        return y.permute(0, 2, 3, 1).contiguous()
 
 
 class FoldedDynamicDepthwiseConv2d(nn.Module):
@@ -271,7 +280,9 @@ class FoldedDynamicDepthwiseConv2d(nn.Module):
         out = F.conv2d(
             folded.permute(0, 3, 1, 2), kernel.reshape(B * C, 1, k, k),
             self.bias.repeat(B), padding=k // 2, groups=B * C)
-        out = out.permute(0, 2, 3, 1).reshape(H, W, B, C).permute(2, 0, 1, 3)
+        # Even kernels: keep offsets -k//2 .. k//2-1, as DepthwiseMixer.
+        out = out[..., :H, :W].permute(0, 2, 3, 1).reshape(H, W, B, C)
+        out = out.permute(2, 0, 1, 3)
         if torch.is_grad_enabled():
             return F.relu(out).contiguous()
         return torch.clamp_min(out, 0, out=x.new_empty(B, H, W, C))

@@ -6,10 +6,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-# Elements of one row chunk of the inhomogeneous dynamic conv: small enough
-# that the k*k passes over a chunk stay in the L2 cache of a CPU core.
-_CHUNK_ELEMENTS = 1 << 18
-
 
 def batched_depthwise_conv(x, kernel, bias, padding):
     """Depth-wise conv with a different kernel for every image.
@@ -77,26 +73,79 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def predict_kernel(self, x):
         """Per-image kernels of shape (B * C, 1, k, k)."""
-        context = F.adaptive_avg_pool2d(x, 1)
-        context = F.relu(self.bn(self.conv1(context)))
-        kernel = self.conv2(context)
+        # The 1x1 convs of a 1x1 map as matmuls (the conv kernels would take
+        # a slow generic path).
+        context = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        context = F.linear(context, self.conv1.weight.flatten(1),
+                           self.conv1.bias)
+        context = F.relu(self.bn(context[..., None, None])).flatten(1)
+        kernel = F.linear(context, self.conv2.weight.flatten(1),
+                          self.conv2.bias)
         return kernel.reshape(-1, 1, self.kernel_size, self.kernel_size)
 
     def forward(self, x):
         kernel = self.predict_kernel(x).to(x.dtype)
         bias = self.bias.to(x.dtype).repeat(x.shape[0])
-        return batched_depthwise_conv(x, kernel, bias, self.kernel_size // 2)
+        padding = self.kernel_size // 2
+        H, W = x.shape[-2:]
+        if x.device.type == 'cpu' and H * W <= SMALL_MAP_ELEMENTS and \
+                self.kernel_size % 2 and torch.is_grad_enabled() and (
+                    x.requires_grad or kernel.requires_grad):
+            return SmallMapBatchedDepthwiseConv.apply(x, kernel, bias,
+                                                      padding)
+        return batched_depthwise_conv(x, kernel, bias, padding)
 
 
-def _row_chunks(height, row_elements, max_rows=None):
-    """Split ``height`` rows into about equal chunks of at most
-    ``_CHUNK_ELEMENTS`` (and ``max_rows``)."""
-    rows = _CHUNK_ELEMENTS // max(1, row_elements)
-    if max_rows is not None:
-        rows = min(rows, max_rows)
-    num_chunks = -(-height // max(1, rows))
-    rows = -(-height // num_chunks)
-    return [(r, min(height, r + rows)) for r in range(0, height, rows)]
+# Map sizes (H*W) up to which the CPU backward of the batched depth-wise
+# conv is computed here: oneDNN's grouped-conv kernel gradient is slow for
+# many small groups (B*C of them).
+SMALL_MAP_ELEMENTS = 256
+
+
+class SmallMapBatchedDepthwiseConv(torch.autograd.Function):
+    """:func:`batched_depthwise_conv` ("same" padding) with its own backward:
+    the input gradient is the forward conv with flipped kernels, the kernel
+    gradient sums shifted products on flat rows (see :func:`_flat_rows`).
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, bias, padding):
+        if 2 * padding + 1 != kernel.shape[-1]:
+            raise ValueError('SmallMapBatchedDepthwiseConv needs "same" '
+                             'padding (kernel_size // 2)')
+        ctx.save_for_backward(x, kernel)
+        ctx.padding = padding
+        ctx.has_bias = bias is not None
+        return batched_depthwise_conv(x, kernel, bias, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, kernel = ctx.saved_tensors
+        B, C, H, W = x.shape
+        k, n = kernel.shape[-1], H * W
+        grad_x = grad_kernel = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = batched_depthwise_conv(grad, kernel.flip(-1, -2), None,
+                                            ctx.padding)
+        if ctx.needs_input_grad[1]:
+            flat = _flat_rows(x, 1, ctx.padding).view(B * C, -1)
+            g = grad.contiguous().view(B * C, H, W)
+            mask = _column_mask(k, W, g)
+            grad_kernel = g.new_empty(B * C, k * k)
+            masked = torch.empty_like(g)
+            product = g.new_empty(B * C, n)
+            for dx in range(k):
+                # Taps that leave the row read the neighbouring row.
+                torch.mul(g, mask[dx], out=masked)
+                for dy in range(k):
+                    start = dy * W + dx
+                    torch.mul(masked.view(B * C, n),
+                              flat[:, start:start + n], out=product)
+                    torch.sum(product, 1, out=grad_kernel[:, dy * k + dx])
+            grad_kernel = grad_kernel.view(B * C, 1, k, k)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((2, 3)).flatten()
+        return grad_x, grad_kernel, grad_bias, None
 
 
 # The k*k passes of the inhomogeneous dynamic conv run on "flat rows":
@@ -151,7 +200,7 @@ def _masked(kernels, mask, inplace=False):
     if inplace:
         kernels.view(B, G, k, k, r, W).mul_(mask)
         return kernels.view(B, G, k2, r * W)
-    return (kernels.view(B, G, k, k, r, W) * mask).view(B, G, k2, r * W)
+    return (kernels.reshape(B, G, k, k, r, W) * mask).view(B, G, k2, r * W)
 
 
 def _accumulate_offsets(out, flat, kernels, row0, width, kernel_size,
@@ -185,64 +234,66 @@ def _accumulate_offsets(out, flat, kernels, row0, width, kernel_size,
 class InhomogeneousDynamicConvFunction(torch.autograd.Function):
     """Spatially varying depth-wise conv, one kernel per position and group.
 
-    ``weight`` is (B, G, k*k, H, W). Both passes loop over the k*k kernel
-    offsets inside row chunks that fit a CPU core's cache, on flat rows (see
-    :func:`_flat_rows`), so neither materialises an unfolded
-    (B, C, k*k, H, W) tensor and every pass is a long contiguous loop.
+    ``weight`` is (B, G, k*k, H, W), contiguous, with the taps that leave
+    the row already masked to zero (:func:`_column_mask`, passed as
+    ``mask``); the gradient of those taps is returned as zero. Both passes
+    loop over the k*k kernel offsets on flat rows (see :func:`_flat_rows`),
+    so neither materialises an unfolded (B, C, k*k, H, W) tensor and every
+    pass is one long contiguous loop per (image, channel).
     """
 
     @staticmethod
-    def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, weight, mask):
+        ctx.save_for_backward(x, weight, mask)
         B, C, H, W = x.shape
         G, k2 = weight.shape[1:3]
         k = math.isqrt(k2)
-        pad = k // 2
-        flat = _flat_rows(x, G, pad)
-        mask = _column_mask(k, W, weight)
+        flat = _flat_rows(x, G, k // 2)
         out = x.new_empty(B, G, C // G, H * W)
-        for r0, r1 in _row_chunks(H, B * C * W):
-            kernels = _masked(weight[..., r0:r1, :], mask)
-            _accumulate_offsets(out[..., r0 * W:r1 * W], flat, kernels, r0,
-                                W, k)
+        _accumulate_offsets(out, flat, weight.view(B, G, k2, H * W), 0, W, k)
         return out.view(B, C, H, W)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
+        x, weight, mask = ctx.saved_tensors
         B, C, H, W = x.shape
         G, k2 = weight.shape[1:3]
+        Cg, n = C // G, H * W
         k = math.isqrt(k2)
         pad = k // 2
         need_x, need_w = ctx.needs_input_grad[:2]
-        g_out = grad_out.contiguous().view(B, G, C // G, H * W)
-        mask = _column_mask(k, W, weight)
-        grad_flat = grad_w = flat = None
+        g_out = grad_out.contiguous().view(B, G, Cg, n)
+        kernels = weight.view(B, G, k2, n)
+        grad_flat = grad_w = flat = product = None
         if need_x:
-            grad_flat = x.new_zeros(B, G, C // G, (H + 2 * pad) * W + 2 * pad)
+            grad_flat = x.new_zeros(B, G, Cg, (H + 2 * pad) * W + 2 * pad)
         if need_w:
             flat = _flat_rows(x, G, pad)
             grad_w = torch.empty_like(weight)
-        for r0, r1 in _row_chunks(H, 2 * B * C * W):
-            n = (r1 - r0) * W
-            g = g_out[..., r0 * W:r1 * W]
-            kernels = _masked(weight[..., r0:r1, :], mask) if need_x else None
-            product = g.new_empty(g.shape) if need_w else None
-            for i in range(k2):
-                dy, dx = divmod(i, k)
-                start = (r0 + dy) * W + dx
-                if need_x:
-                    grad_flat[..., start:start + n].addcmul_(
-                        g, kernels[:, :, i:i + 1])
-                if need_w:
-                    torch.mul(g, flat[..., start:start + n], out=product)
-                    torch.sum(product, 2,
-                              out=grad_w[:, :, i, r0:r1].flatten(2))
-            if need_w:
-                # Masked taps did not take part in the forward pass.
-                _masked(grad_w[..., r0:r1, :], mask, inplace=True)
+            grad_w_flat = grad_w.view(B, G, k2, n)
+            if Cg > 4:
+                product = g_out.new_empty(g_out.shape)
+        for i in range(k2):
+            dy, dx = divmod(i, k)
+            start = dy * W + dx
+            if need_x:
+                grad_flat[..., start:start + n].addcmul_(
+                    g_out, kernels[:, :, i:i + 1])
+            if not need_w:
+                continue
+            window, target = flat[..., start:start + n], grad_w_flat[:, :, i]
+            if product is None:
+                # Few channels per group: sum the products directly.
+                torch.mul(g_out[:, :, 0], window[:, :, 0], out=target)
+                for c in range(1, Cg):
+                    target.addcmul_(g_out[:, :, c], window[:, :, c])
+            else:
+                torch.mul(g_out, window, out=product)
+                torch.sum(product, 2, out=target)
+        if need_w:
+            _masked(grad_w, mask, inplace=True)
         grad_x = _flat_interior(grad_flat, pad, H, W) if need_x else None
-        return grad_x, grad_w
+        return grad_x, grad_w, None
 
 
 def i_dynamic_conv_flop_handle(inputs, outputs):
@@ -294,11 +345,31 @@ def inhomogeneous_dynamic_conv(x, weight, kernel_size):
         raise ValueError(f'{C} channels cannot be split into '
                          f'{weight.shape[1] // k2} groups')
     out_dtype, compute_dtype = _i_dynamic_dtypes(x, weight)
-    weight = weight.reshape(B, -1, k2, H, W)
+    weight = weight.to(compute_dtype)
+    mask = _column_mask(kernel_size, W, weight)
+    weight = _masked(weight.reshape(B, -1, k2, H, W), mask)
+    return _apply_masked(x, weight.view(B, -1, k2, H, W), mask, out_dtype)
+
+
+def _apply_masked(x, weight, mask, out_dtype):
+    """The autograd op on column-masked (B, G, k*k, H, W) kernels, in their
+    dtype."""
     out = InhomogeneousDynamicConvFunction.apply(
-        x.to(compute_dtype).contiguous(),
-        weight.to(compute_dtype).contiguous())
+        x.to(weight.dtype).contiguous(), weight.contiguous(), mask)
     return out.to(out_dtype)
+
+
+def _image_row_chunks(batch, height, image_elements, row_elements, budget):
+    """(b0, b1, r0, r1) chunks: whole images while ``budget`` elements hold
+    at least one, else about equal row chunks of single images."""
+    if image_elements <= budget:
+        images = budget // image_elements
+        return [(b, min(batch, b + images), 0, height)
+                for b in range(0, batch, images)]
+    num_chunks = -(-height // max(1, budget // row_elements))
+    rows = -(-height // num_chunks)
+    return [(b, b + 1, r, min(height, r + rows)) for b in range(batch)
+            for r in range(0, height, rows)]
 
 
 @torch.no_grad()
@@ -307,10 +378,11 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
     """Inference form of the inhomogeneous dynamic conv, without autograd.
 
     The kernels are generated from ``hidden`` by the last 1x1 conv of the
-    generator (``weight``, ``bias``) one row chunk at a time and applied at
-    once, so the (B, G*k*k, H, W) kernel tensor, G*k*k/C times larger than
-    the input (16x at the first stage of DWNet-T), is never held whole and
-    each chunk is used while it is in cache.
+    generator (``weight``, ``bias``) one chunk of images (or of rows of an
+    image) at a time and applied at once, so the (B, G*k*k, H, W) kernel
+    tensor, G*k*k/C times larger than the input (16x at the first stage of
+    DWNet-T), is never held whole: a chunk holds at most as many elements as
+    the input (or one row).
 
     Args:
         x (Tensor): Input (B, C, H, W), any memory format.
@@ -329,32 +401,77 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
         :func:`inhomogeneous_dynamic_conv`.
     """
     B, C, H, W = x.shape
-    k2 = kernel_size**2
-    pad = kernel_size // 2
+    k = kernel_size
+    k2 = k**2
     out_dtype, dtype = _i_dynamic_dtypes(x, weight)
     if input_scale is not None:
         input_scale = input_scale.to(dtype)
-    flat = _flat_rows(x.to(dtype), groups, pad, input_scale)
+    flat = _flat_rows(x.to(dtype), groups, k // 2, input_scale)
     if out_bias is not None:
         out_bias = out_bias.to(dtype).view(1, groups, -1, 1)
     hidden = hidden.to(dtype).reshape(B, H * W, -1)
     weight = weight.to(dtype)
-    bias = bias.to(dtype).view(1, -1, 1) if bias is not None else None
-    mask = _column_mask(kernel_size, W, weight)
+    if bias is not None:
+        # The bias as one more input column of a ones feature: the GEMM
+        # adds it, with no pass of its own.
+        weight = torch.cat([weight, bias.to(dtype).view(-1, 1)], 1)
+    mask = _column_mask(k, W, weight)
     out = x.new_empty(B, groups, C // groups, H * W, dtype=dtype)
-    # Kernel chunks no larger than the input bound the extra memory.
-    for r0, r1 in _row_chunks(H, B * C * W, C * H // (groups * k2)):
-        chunk_hidden = hidden[:, r0 * W:r1 * W].transpose(1, 2)
-        if bias is None:
-            kernels = torch.matmul(weight, chunk_hidden)
-        else:
-            kernels = torch.baddbmm(bias, weight.expand(B, -1, -1),
-                                    chunk_hidden)
-        kernels = kernels.view(B, groups, k2, r1 - r0, W)
-        kernels = _masked(kernels, mask, inplace=True)
-        _accumulate_offsets(out[..., r0 * W:r1 * W], flat, kernels, r0, W,
-                            kernel_size, out_bias)
+    chunks = _image_row_chunks(B, H, groups * k2 * H * W, groups * k2 * W,
+                               max(x.numel(), groups * k2 * W))
+    buffer = x.new_empty(
+        max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in chunks) * W *
+        groups * k2,
+        dtype=dtype)
+    for b0, b1, r0, r1 in chunks:
+        b, r = b1 - b0, r1 - r0
+        n = r * W
+        features = hidden[b0:b1, r0 * W:r1 * W].reshape(b * n, -1)
+        if bias is not None:
+            features = torch.cat([features, features.new_ones(b * n, 1)], 1)
+        # One GEMM for the chunk, kernels laid out (G, k*k, b, n), written
+        # into the same buffer for every chunk.
+        kernels = buffer[:groups * k2 * b * n].view(groups * k2, b * n)
+        torch.mm(weight, features.t(), out=kernels)
+        kernels.view(groups, k, k, b, r, W).mul_(mask.view(1, 1, k, 1, 1, W))
+        _accumulate_offsets(out[b0:b1, ..., r0 * W:r1 * W], flat[b0:b1],
+                            kernels.view(groups, k2, b, n).permute(2, 0, 1, 3),
+                            r0, W, k, out_bias)
     return out.view(B, C, H, W).to(out_dtype)
+
+
+def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size,
+                               groups):
+    """Differentiable form of :func:`generate_and_apply_i_dynamic` (without
+    its scale and bias): all kernels are generated, then applied.
+
+    Args:
+        x (Tensor): Input (B, C, H, W).
+        hidden (Tensor): Generator features (B, H, W, C_h).
+        weight (Tensor): Last generator layer, (G*k*k, C_h).
+        bias (Tensor, optional): Its bias, (G*k*k, ).
+        kernel_size (int): k.
+        groups (int): G.
+    """
+    B, H, W, _ = hidden.shape
+    k = kernel_size
+    out_dtype, dtype = _i_dynamic_dtypes(x, weight)
+    features = hidden.to(dtype).reshape(B, H * W, -1)
+    weight = weight.to(dtype)
+    if bias is not None:
+        # The bias as the weight of a ones feature: added by the GEMM.
+        features = torch.cat([features, features.new_ones(B, H * W, 1)], 2)
+        weight = torch.cat([weight, bias.to(dtype).view(-1, 1)], 1)
+    # (B, G*k*k, C_h) @ (B, C_h, HW): kernels come out in the (B, G, k*k,
+    # H, W) layout of the op, with no transposing copy.
+    kernels = torch.bmm(weight.expand(B, -1, -1), features.transpose(1, 2))
+    mask = _column_mask(k, W, kernels)
+    with torch.no_grad():
+        # In place, outside autograd: the op zeroes the masked taps'
+        # gradient itself, and the GEMM's backward does not need its output.
+        _masked(kernels.view(B, groups, k * k, H, W), mask, inplace=True)
+    return _apply_masked(x, kernels.view(B, groups, k * k, H, W), mask,
+                         out_dtype)
 
 
 def _needs_grad(*tensors):
@@ -416,15 +533,8 @@ class InhomogeneousDynamicConv2d(nn.Module):
         if not _needs_grad(x, hidden, weight, conv2.bias):
             return generate_and_apply_i_dynamic(x, hidden, weight, conv2.bias,
                                                 self.kernel_size, self.groups)
-        B, H, W, _ = hidden.shape
-        # (G*k*k, C/r) @ (B, C/r, HW): kernels come out in the (B, G*k*k,
-        # H, W) layout of the op, with no transposing copy.
-        kernels = torch.matmul(weight, hidden.reshape(B, H * W, -1).transpose(
-            1, 2))
-        if conv2.bias is not None:
-            kernels = kernels + conv2.bias.view(1, -1, 1)
-        return inhomogeneous_dynamic_conv(x, kernels.view(B, -1, H, W),
-                                          self.kernel_size)
+        return i_dynamic_conv_from_hidden(x, hidden, weight, conv2.bias,
+                                          self.kernel_size, self.groups)
 
 
 def _register_flop_counter():
