@@ -414,3 +414,15 @@ def test_benchmark_runs_deploy_form(capsys):
     assert row['peak_memory_mib'] > 0
     out = capsys.readouterr().out
     assert 'DWNet-T (deploy)' in out and 'GEMM peak' in out
+
+
+def test_i_dynamic_layer_memory_within_twice_static():
+    """The chunked i_dynamic inference holds at most 2x the static DW
+    layer's peak memory, in both forms, at every stage of DWNet-T (batch 8,
+    as the benchmark; at batch 1 the 7x7 stage has fixed costs)."""
+    rows = _load_benchmark().layer_memory(8, 224, 'cpu')
+    assert [row['stage'] for row in rows] == [0, 1, 2, 3]
+    for row in rows:
+        assert row['i_dynamic_mixer'] <= 2 * row['static_mixer'], row
+        assert row['i_dynamic_deploy_block'] <= \
+            2 * row['static_deploy_block'], row

@@ -26,6 +26,7 @@ so it does not depend on the C library's allocator or on process RSS. The
 memory step runs after the timing, outside it.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -250,12 +251,27 @@ def peak_memory(entry):
     return cpu_peak_memory(entry.step)
 
 
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """The profiler's C++ side prints start/stop lines to fd 2 on every
+    use; they would bury the report."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def cpu_peak_memory(fn):
     """Peak of the running sum of CPU tensor allocations during ``fn()``,
     from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
+    with _native_stderr_muted(), profile(activities=[ProfilerActivity.CPU],
+                                         profile_memory=True) as prof:
         fn()
     events = [(e.start_ns(), e.nbytes())
               for e in prof.profiler.kineto_results.events()
@@ -373,7 +389,8 @@ def report(env, entries, gemm, macs, memory, layer_rows):
             rate = env['batch_size'] / statistics.median(e.times)
             spread = (env['batch_size'] / max(e.times),
                       env['batch_size'] / min(e.times))
-            ratio = rate / base_rate if base_rate else float('nan')
+            ratio = rate / base_rate if base_rate else None
+            ratio_text = f'{ratio:.2f}x' if ratio else '- (no Swin-T)'
             gmacs = macs[e.name]
             # A training step is about 3x the forward MACs.
             work = gmacs * (3 if mode == 'train' else 1)
@@ -381,7 +398,7 @@ def report(env, entries, gemm, macs, memory, layer_rows):
             mem = memory.get((e.name, e.form, e.mode))
             mem_text = f'{mib(mem):.0f}' if mem is not None else '-'
             print(f'| {e.label} | {rate:.2f} | {spread[0]:.2f}-'
-                  f'{spread[1]:.2f} | {ratio:.2f}x | {gmacs / 1e9:.2f} | '
+                  f'{spread[1]:.2f} | {ratio_text} | {gmacs / 1e9:.2f} | '
                   f'{share:.0f}% | {mem_text} |')
             results.append(dict(
                 model=e.name, form=e.form, mode=mode, img_per_s=rate,

@@ -382,7 +382,8 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
     image) at a time and applied at once, so the (B, G*k*k, H, W) kernel
     tensor, G*k*k/C times larger than the input (16x at the first stage of
     DWNet-T), is never held whole: a chunk holds at most as many elements as
-    the input (or one row).
+    the input (or one row), and only the chunk's images are copied to padded
+    rows.
 
     Args:
         x (Tensor): Input (B, C, H, W), any memory format.
@@ -406,7 +407,6 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
     out_dtype, dtype = _i_dynamic_dtypes(x, weight)
     if input_scale is not None:
         input_scale = input_scale.to(dtype)
-    flat = _flat_rows(x.to(dtype), groups, k // 2, input_scale)
     if out_bias is not None:
         out_bias = out_bias.to(dtype).view(1, groups, -1, 1)
     hidden = hidden.to(dtype).reshape(B, H * W, -1)
@@ -423,8 +423,16 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
         max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in chunks) * W *
         groups * k2,
         dtype=dtype)
+    flat, flat_images = None, None
     for b0, b1, r0, r1 in chunks:
         b, r = b1 - b0, r1 - r0
+        if flat_images != (b0, b1):
+            # Padded rows of the chunk's images only: on small maps the
+            # padding doubles the size of the copy.
+            flat = None
+            flat = _flat_rows(x[b0:b1].to(dtype), groups, k // 2,
+                              input_scale)
+            flat_images = (b0, b1)
         n = r * W
         features = hidden[b0:b1, r0 * W:r1 * W].reshape(b * n, -1)
         if bias is not None:
@@ -434,7 +442,7 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
         kernels = buffer[:groups * k2 * b * n].view(groups * k2, b * n)
         torch.mm(weight, features.t(), out=kernels)
         kernels.view(groups, k, k, b, r, W).mul_(mask.view(1, 1, k, 1, 1, W))
-        _accumulate_offsets(out[b0:b1, ..., r0 * W:r1 * W], flat[b0:b1],
+        _accumulate_offsets(out[b0:b1, ..., r0 * W:r1 * W], flat,
                             kernels.view(groups, k2, b, n).permute(2, 0, 1, 3),
                             r0, W, k, out_bias)
     return out.view(B, C, H, W).to(out_dtype)
