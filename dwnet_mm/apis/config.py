@@ -135,8 +135,9 @@ def prepare_train_config(cfg, work_dir=None, config_path=None, resume=None,
 
 
 def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
-                        tta=False, launcher='none'):
-    """Apply the usual mm test options to ``cfg`` (in place)."""
+                        tta=False, launcher='none', deploy=False):
+    """Apply the usual mm test options to ``cfg`` (in place); ``deploy``
+    builds the DWNet backbone in its deploy form."""
     if not osp.isfile(checkpoint) and '://' not in checkpoint:
         raise ConfigError(f'checkpoint {checkpoint!r} does not exist')
     cfg.launcher = launcher
@@ -146,6 +147,13 @@ def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
     elif not cfg.get('work_dir'):
         name = osp.splitext(osp.basename(config_path or 'run'))[0]
         cfg.work_dir = osp.join('work_dirs', name)
+    if deploy:
+        backbone = cfg.model.get('backbone') or {}
+        if not str(backbone.get('type', '')).endswith('DWNet'):
+            raise ConfigError(
+                '--deploy converts a DWNet backbone, but the model\'s '
+                f'backbone is {backbone.get("type")!r}')
+        backbone['deploy'] = True
     if tta:
         if not cfg.get('tta_model') or not cfg.get('tta_pipeline'):
             raise ConfigError('--tta needs `tta_model` and `tta_pipeline` in '

@@ -103,3 +103,30 @@ def test_tta_averages_the_config_augmentations(test_tool, trained_work_dir,
     assert tta.shape == plain.shape
     assert not torch.allclose(tta, plain)
     torch.testing.assert_close(tta.sum(1), torch.ones(4))
+
+
+def test_deploy_gives_the_same_scores(test_tool, trained_work_dir,
+                                      tiny_imagenet, tmp_path):
+    """--deploy folds the training checkpoint into the deploy form on
+    loading; the predictions stay those of the training form."""
+    checkpoint = trained_work_dir / 'epoch_3.pth'
+    work_dir = tmp_path / 'work'
+    plain = scores(
+        predict(test_tool, checkpoint, tmp_path / 'plain.pkl',
+                tiny_imagenet=tiny_imagenet, work_dir=work_dir))
+    deployed = scores(
+        predict(test_tool, checkpoint, tmp_path / 'deploy.pkl', '--deploy',
+                tiny_imagenet=tiny_imagenet, work_dir=tmp_path / 'deploy'))
+    torch.testing.assert_close(deployed, plain, rtol=1e-4, atol=1e-6)
+    (run_dir, ) = [p for p in (tmp_path / 'deploy').iterdir() if p.is_dir()]
+    log = (run_dir / f'{run_dir.name}.log').read_text()
+    assert 'deploy=True' in log
+
+
+def test_deploy_needs_a_dwnet_backbone(test_tool, trained_work_dir,
+                                       tiny_imagenet, tmp_path):
+    with pytest.raises(SystemExit, match='--deploy converts a DWNet'):
+        predict(test_tool, trained_work_dir / 'epoch_3.pth',
+                tmp_path / 'x.pkl', '--deploy', '--cfg-options',
+                'model.backbone.type=ResNet', tiny_imagenet=tiny_imagenet,
+                work_dir=tmp_path / 'work')

@@ -1,10 +1,13 @@
 """Throughput and peak memory of DWNet classifiers beside Swin-T/ConvNeXt-T.
 
-All models run interleaved in one process: every repeat times each model
-once in turn (round robin) and the report takes the median over repeats, so
-that slow phases of a shared machine hit all models alike. The machine's
-fp32 GEMM peak is measured in the same rounds (large square matmuls), and
-each model's achieved MAC/s is given as a share of it.
+All models run interleaved in one process. Inference and training steps
+run in two phases (a training step frees hundreds of MiB, which would slow
+the inference step after it); in each phase every round times the GEMM peak
+(large square matmuls) and then each model once, starting one model later
+each round so that no model always runs after the same one. Ratios to Swin-T
+and shares of the GEMM peak are taken within each round and the report gives
+their medians, so that slow phases of a shared machine cancel out; img/s is
+the median over rounds.
 
     python tools/analysis/benchmark.py                       # everything
     python tools/analysis/benchmark.py --deploy              # deploy, infer
@@ -179,6 +182,7 @@ class Entry:
         self.model, self.inputs, self.labels = model, inputs, labels
         self.device = device
         self.times = []
+        self.gemm_rates = []  # the GEMM peak of each timed round
         self.optimizer = None
         if mode == 'train':
             model.train()
@@ -230,6 +234,7 @@ class GemmPeak:
         self.rates = []
 
     def run(self):
+        """Time one round; returns (and records) the MAC/s."""
         torch.mm(self.a, self.b, out=self.out)  # warm caches and threads
         synchronize(self.device)
         start = self.timer()
@@ -237,6 +242,7 @@ class GemmPeak:
             torch.mm(self.a, self.b, out=self.out)
         synchronize(self.device)
         self.rates.append(self.macs / (self.timer() - start))
+        return self.rates[-1]
 
 
 def peak_memory(entry):
@@ -376,12 +382,9 @@ def report(env, entries, gemm, macs, memory, layer_rows):
         if not rows:
             continue
         baseline = next((e for e in rows if e.name == BASELINE), None)
-        base_rate = None
-        if baseline is not None:
-            base_rate = env['batch_size'] / statistics.median(baseline.times)
         print(f'\n## {title} (batch {env["batch_size"]}, '
               f'{env["input_size"]}x{env["input_size"]}, '
-              f'median of {len(rows[0].times)})')
+              f'median of {len(rows[0].times)} rounds)')
         print('| model | img/s | min-max img/s | vs Swin-T | GMAC/img | '
               '% GEMM peak | peak memory (MiB) |')
         print('|---|---|---|---|---|---|---|')
@@ -389,12 +392,16 @@ def report(env, entries, gemm, macs, memory, layer_rows):
             rate = env['batch_size'] / statistics.median(e.times)
             spread = (env['batch_size'] / max(e.times),
                       env['batch_size'] / min(e.times))
-            ratio = rate / base_rate if base_rate else None
+            # Per round: this model's time over Swin-T's of the same round.
+            ratio = None if baseline is None else statistics.median(
+                b / t for t, b in zip(e.times, baseline.times))
             ratio_text = f'{ratio:.2f}x' if ratio else '- (no Swin-T)'
             gmacs = macs[e.name]
             # A training step is about 3x the forward MACs.
             work = gmacs * (3 if mode == 'train' else 1)
-            share = 100 * work * rate / peak
+            share = 100 * statistics.median(
+                work * env['batch_size'] / t / g
+                for t, g in zip(e.times, e.gemm_rates))
             mem = memory.get((e.name, e.form, e.mode))
             mem_text = f'{mib(mem):.0f}' if mem is not None else '-'
             print(f'| {e.label} | {rate:.2f} | {spread[0]:.2f}-'
@@ -427,10 +434,12 @@ def report(env, entries, gemm, macs, memory, layer_rows):
     if hasattr(os, 'getloadavg'):
         env['load_average_end'] = os.getloadavg()
         print(f'\n- load average at the end: {env["load_average_end"]}')
-    print('\nMAC/s shares: forward MACs per image (mmengine FlopAnalyzer, '
-          'training form) x img/s, x3 for a training step, over the GEMM '
-          'peak. Peak memory: tensors allocated during one step above the '
-          'start (see --help).')
+    print('\nvs Swin-T: median over rounds of the ratio to Swin-T in the '
+          'same round. % GEMM peak: forward MACs per image (mmengine '
+          'FlopAnalyzer, training form) x img/s, x3 for a training step, '
+          'over the GEMM peak of the same round, median over rounds. Peak '
+          'memory: tensors allocated during one step above the start (see '
+          '--help).')
     return dict(environment=env, gemm_peak_gmacs=peak / 1e9,
                 gemm_rates=gemm.rates, results=results,
                 layer_memory=layer_rows)
@@ -471,17 +480,21 @@ def main(argv=None):
         f'{e.label} {e.mode}' for e in entries))
 
     gemm = GemmPeak(args.gemm_size, device, timer=timer)
-    for e in entries:
-        for _ in range(args.warmup):
-            e.step()
-    for round_index in range(args.repeats):
-        gemm.run()
-        for e in entries:
-            e.timed_step()
-        print(f'round {round_index + 1}/{args.repeats}: ' + ', '.join(
-            f'{e.label} {e.mode} {args.batch_size / e.times[-1]:.2f}'
-            for e in entries) + f', GEMM {gemm.rates[-1] / 1e9:.1f} GMAC/s',
-            flush=True)
+    for mode in args.modes:
+        phase = [e for e in entries if e.mode == mode]
+        for e in phase:
+            for _ in range(args.warmup):
+                e.step()
+        for round_index in range(args.repeats):
+            shift = round_index % len(phase)
+            rate = gemm.run()
+            for e in phase[shift:] + phase[:shift]:
+                e.gemm_rates.append(rate)
+                e.timed_step()
+            print(f'{mode} round {round_index + 1}/{args.repeats}: ' +
+                  ', '.join(f'{e.label} {args.batch_size / e.times[-1]:.2f}'
+                            for e in phase) +
+                  f', GEMM {rate / 1e9:.1f} GMAC/s', flush=True)
 
     memory = {}
     if not args.no_memory:

@@ -260,7 +260,8 @@ class DWNet(BaseModule):
         x = self.patch_embed.forward_nhwc(x)
         # The deploy form updates the residual stream (which it owns here)
         # in place and shares one MLP buffer between all blocks.
-        workspace = new_workspace(x) if self.deployed and \
+        workspace = new_workspace(
+            x, self._twin_kwargs['mlp_ratio']) if self.deployed and \
             not torch.is_grad_enabled() else None
         outs = []
         for i, stage in enumerate(self.stages):

@@ -108,9 +108,11 @@ def residual_mlp(x, fc1, fc2, inplace=False, workspace=None):
     return rows.view(x.shape)
 
 
-def new_workspace(x):
-    """The hidden buffer for :func:`residual_mlp`, like ``x``."""
-    return x.new_empty(MLP_CHUNK_ELEMENTS)
+def new_workspace(x, hidden_ratio=4.):
+    """The hidden buffer for :func:`residual_mlp`, like ``x``: the MLP's
+    hidden activations of all rows of ``x`` (``hidden_ratio`` times its
+    width), at most :data:`MLP_CHUNK_ELEMENTS`."""
+    return x.new_empty(min(MLP_CHUNK_ELEMENTS, int(x.numel() * hidden_ratio)))
 
 
 def bn_scale_shift(norm):
