@@ -1,12 +1,14 @@
-from .authors import (convert_authors_backbone, convert_authors_full_model,
-                      convert_authors_key,
+from .authors import (convert_authors_backbone,
+                      convert_authors_full_checkpoint,
+                      convert_authors_full_model, convert_authors_key,
                       is_authors_layout)
 from .loading import (UnknownCheckpointLayout, extract_backbone_state_dict,
                       load_checkpoint_file, load_dwnet_checkpoint,
                       resize_depthwise_kernel)
 
 __all__ = [
-    'convert_authors_backbone', 'convert_authors_full_model',
+    'convert_authors_backbone', 'convert_authors_full_checkpoint',
+    'convert_authors_full_model',
     'convert_authors_key', 'is_authors_layout',
     'UnknownCheckpointLayout', 'extract_backbone_state_dict',
     'load_checkpoint_file', 'load_dwnet_checkpoint', 'resize_depthwise_kernel'

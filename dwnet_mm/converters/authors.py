@@ -125,3 +125,49 @@ def convert_authors_full_model(state_dict, release, allowed_prefixes=None):
     new_state_dict.update(
         (k, v) for k, v in state_dict.items() if not k.startswith('backbone.'))
     return new_state_dict
+
+
+def convert_authors_full_checkpoint(checkpoint, release, converted_by,
+                                    version_key, allowed_prefixes=None,
+                                    source=None):
+    """Convert a loaded mmdet 2.x / mmseg 0.x checkpoint of the authors'
+    release: the state dict by :func:`convert_authors_full_model`, the old
+    ``meta`` (``CLASSES``, ``PALETTE``) into mmengine's ``dataset_meta``; the
+    optimizer state is dropped.
+
+    Args:
+        checkpoint (dict): The loaded file: ``state_dict`` (or a bare state
+            dict) and optionally ``meta``.
+        release (str): What the file should be, e.g. "mmdet 2.x detector".
+        converted_by (str): The converting tool, recorded in ``meta``.
+        version_key (str): The framework version key of the old ``meta``,
+            e.g. 'mmdet_version'.
+        allowed_prefixes (tuple[str], optional): See
+            :func:`convert_authors_full_model`.
+        source (str, optional): Where it came from, kept in ``meta``.
+
+    Returns:
+        dict: ``state_dict`` and ``meta`` for mmengine's ``load_checkpoint``.
+    """
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'a checkpoint must be a dict, got '
+                         f'{type(checkpoint).__name__}')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    old_meta = checkpoint.get('meta') or {}
+    meta = dict(converted_by=converted_by)
+    if source:
+        meta['converted_from'] = source
+    dataset_meta = {}
+    if old_meta.get('CLASSES') is not None:
+        dataset_meta['classes'] = tuple(old_meta['CLASSES'])
+    if old_meta.get('PALETTE') is not None:
+        dataset_meta['palette'] = [list(c) for c in old_meta['PALETTE']]
+    if dataset_meta:
+        meta['dataset_meta'] = dataset_meta
+    for key in ('epoch', 'iter', version_key):
+        if key in old_meta:
+            meta[f'source_{key}'] = old_meta[key]
+    return dict(
+        state_dict=convert_authors_full_model(state_dict, release,
+                                              allowed_prefixes),
+        meta=meta)

@@ -10,17 +10,18 @@ mmdet 3.x.
 The authors' release holds ``state_dict`` with ``backbone.`` keys in their
 own names (``layers.{s}.blocks.{b}.attn2conv.*``), renamed here to
 dwnet_mm's DWNet names with
-:func:`dwnet_mm.converters.convert_authors_backbone`. Everything else passes through unchanged: mmdet 3.x kept the 2.x parameter
-names of the Cascade Mask R-CNN parts, ``neck.{lateral,fpn}_convs.{i}.conv``
-(FPN), ``rpn_head.rpn_{conv,cls,reg}`` (RPNHead),
+:func:`dwnet_mm.converters.convert_authors_backbone`. Everything else
+passes through unchanged: mmdet 3.x kept the 2.x parameter names of the
+Cascade Mask R-CNN parts, ``neck.{lateral,fpn}_convs.{i}.conv`` (FPN),
+``rpn_head.rpn_{conv,cls,reg}`` (RPNHead),
 ``roi_head.bbox_head.{s}.{shared_convs.{j}.{conv,bn},shared_fcs.0,fc_cls,
 fc_reg}`` (Shared4Conv1FCBBoxHead) and
 ``roi_head.mask_head.{s}.{convs.{j}.conv,upsample,conv_logits}``
 (FCNMaskHead), with the same shapes and class order (80 classes, background
 last in ``fc_cls``). With ``--config`` the result is loaded into the
 config's detector and any missing, unexpected or mis-shaped key is an
-error. The 2.x ``meta`` ``CLASSES`` becomes mmengine's ``dataset_meta``;
-the optimizer state is dropped.
+error. The 2.x ``meta`` (``CLASSES``, ``PALETTE``) becomes mmengine's
+``dataset_meta``; the optimizer state is dropped.
 """
 import argparse
 import os.path as osp
@@ -31,47 +32,14 @@ BACKBONE_PREFIX = 'backbone.'
 DETECTOR_PREFIXES = ('backbone.', 'neck.', 'rpn_head.', 'roi_head.')
 
 
-def convert_det_state_dict(state_dict):
-    """Rename the backbone keys of an authors' detector state dict.
-
-    Args:
-        state_dict (dict): mmdet 2.x detector state dict of the authors'
-            release (keys ``backbone.*``, ``neck.*``, ``rpn_head.*``,
-            ``roi_head.*``).
-
-    Returns:
-        dict: The mmdet 3.x state dict for dwnet_mm's DWNet backbone.
-    """
-    from dwnet_mm.converters import convert_authors_full_model
-    return convert_authors_full_model(
-        state_dict, 'mmdet 2.x detector', DETECTOR_PREFIXES)
-
-
 def convert_det_checkpoint(checkpoint, source=None):
-    """Convert a loaded mmdet 2.x checkpoint of the authors' release.
-
-    Args:
-        checkpoint (dict): The loaded file: ``state_dict`` (or a bare state
-            dict) and optionally ``meta``.
-        source (str, optional): Where it came from, kept in ``meta``.
-
-    Returns:
-        dict: ``state_dict`` and ``meta`` for mmengine's ``load_checkpoint``.
-    """
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'a checkpoint must be a dict, got '
-                         f'{type(checkpoint).__name__}')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    old_meta = checkpoint.get('meta') or {}
-    meta = dict(converted_by='dwnet_det_to_mmdet')
-    if source:
-        meta['converted_from'] = source
-    if old_meta.get('CLASSES') is not None:
-        meta['dataset_meta'] = dict(classes=tuple(old_meta['CLASSES']))
-    for key in ('epoch', 'iter', 'mmdet_version'):
-        if key in old_meta:
-            meta[f'source_{key}'] = old_meta[key]
-    return dict(state_dict=convert_det_state_dict(state_dict), meta=meta)
+    """Convert a loaded checkpoint of the authors' release (``state_dict``
+    or a bare state dict, optionally ``meta``); see
+    :func:`dwnet_mm.converters.convert_authors_full_checkpoint`."""
+    from dwnet_mm.converters import convert_authors_full_checkpoint
+    return convert_authors_full_checkpoint(
+        checkpoint, 'mmdet 2.x detector', 'dwnet_det_to_mmdet',
+        'mmdet_version', DETECTOR_PREFIXES, source=source)
 
 
 def check_against_config(state_dict, config):

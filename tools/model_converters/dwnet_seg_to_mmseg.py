@@ -24,52 +24,14 @@ import torch
 BACKBONE_PREFIX = 'backbone.'
 
 
-def convert_seg_state_dict(state_dict):
-    """Rename the backbone keys of an authors' UPerNet state dict.
-
-    Args:
-        state_dict (dict): mmseg 0.x segmentor state dict of the authors'
-            release (keys ``backbone.*``, ``decode_head.*``,
-            ``auxiliary_head.*``).
-
-    Returns:
-        dict: The mmseg 1.x state dict for dwnet_mm's DWNet backbone.
-    """
-    from dwnet_mm.converters import convert_authors_full_model
-    return convert_authors_full_model(
-        state_dict, 'mmseg 0.x segmentor')
-
-
 def convert_seg_checkpoint(checkpoint, source=None):
-    """Convert a loaded mmseg 0.x checkpoint of the authors' release.
-
-    Args:
-        checkpoint (dict): The loaded file: ``state_dict`` (or a bare state
-            dict) and optionally ``meta``.
-        source (str, optional): Where it came from, kept in ``meta``.
-
-    Returns:
-        dict: ``state_dict`` and ``meta`` for mmengine's ``load_checkpoint``.
-    """
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'a checkpoint must be a dict, got '
-                         f'{type(checkpoint).__name__}')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    old_meta = checkpoint.get('meta') or {}
-    meta = dict(converted_by='dwnet_seg_to_mmseg')
-    if source:
-        meta['converted_from'] = source
-    dataset_meta = {}
-    if old_meta.get('CLASSES') is not None:
-        dataset_meta['classes'] = tuple(old_meta['CLASSES'])
-    if old_meta.get('PALETTE') is not None:
-        dataset_meta['palette'] = [list(c) for c in old_meta['PALETTE']]
-    if dataset_meta:
-        meta['dataset_meta'] = dataset_meta
-    for key in ('iter', 'epoch', 'mmseg_version'):
-        if key in old_meta:
-            meta[f'source_{key}'] = old_meta[key]
-    return dict(state_dict=convert_seg_state_dict(state_dict), meta=meta)
+    """Convert a loaded checkpoint of the authors' release (``state_dict``
+    or a bare state dict, optionally ``meta``); see
+    :func:`dwnet_mm.converters.convert_authors_full_checkpoint`."""
+    from dwnet_mm.converters import convert_authors_full_checkpoint
+    return convert_authors_full_checkpoint(
+        checkpoint, 'mmseg 0.x segmentor', 'dwnet_seg_to_mmseg',
+        'mmseg_version', source=source)
 
 
 def parse_args(argv=None):
