@@ -21,6 +21,7 @@ from dwnet_mm.models.layers.dynamic_conv import (
 
 SMALL = dict(channels=[32, 64, 128, 256], depths=[1, 1, 2, 1])
 CONV_TYPES = ['static', 'dynamic', 'i_dynamic']
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -63,19 +64,33 @@ def has_batchnorm(model):
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
+@pytest.fixture
+def no_tf32():
+    """Plain fp32 on CUDA: TF32 convs and matmuls differ by ~1e-3."""
+    saved = (torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    (torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = saved
+
+
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('conv_type', CONV_TYPES)
 @pytest.mark.parametrize('dense', [False, True])
-def test_deploy_matches_eval_training_form(conv_type, dense):
+def test_deploy_matches_eval_training_form(conv_type, dense, device,
+                                           no_tf32):
     kwargs = dict(conv_type=conv_type)
     if dense:
         kwargs.update(out_type='featmap', out_indices=(0, 1, 2, 3))
-    model = trained_like(**kwargs)
+    model = trained_like(**kwargs).to(device)
     deployed = deepcopy(model).switch_to_deploy()
     assert deployed.deployed and not has_batchnorm(deployed)
     # Odd sizes: padding in the stem and in every patch merging, and a
     # 1x1 last stage.
     for shape in [(2, 3, 61, 75), (1, 3, 33, 45), (3, 3, 32, 32)]:
-        x = torch.randn(*shape)
+        x = torch.randn(*shape).to(device)
         with torch.no_grad():
             assert_rel_close(deployed(x), model(x))
 
@@ -127,13 +142,16 @@ def test_deploy_form_is_differentiable(conv_type):
         assert_rel_close(model(x), (out, ), rel=1e-5)
 
 
+@pytest.mark.parametrize('device,dtype', [('cpu', torch.bfloat16)] + (
+    [('cuda', torch.float16), ('cuda', torch.bfloat16)]
+    if torch.cuda.is_available() else []))
 @pytest.mark.parametrize('conv_type', CONV_TYPES)
-def test_deploy_form_under_autocast(conv_type):
-    model = trained_like(conv_type=conv_type).switch_to_deploy()
-    x = torch.randn(2, 3, 32, 40)
+def test_deploy_form_under_autocast(conv_type, device, dtype):
+    model = trained_like(conv_type=conv_type).switch_to_deploy().to(device)
+    x = torch.randn(2, 3, 32, 40).to(device)
     with torch.no_grad():
         expected = model(x)[0]
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=dtype):
             out = model(x)[0]
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, rtol=0.1, atol=0.1)
