@@ -428,7 +428,8 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
         b, r = b1 - b0, r1 - r0
         if flat_images != (b0, b1):
             # Padded rows of the chunk's images only: on small maps the
-            # padding doubles the size of the copy.
+            # padding doubles the size of the copy. The last chunk's rows
+            # go before the new ones are allocated.
             flat = None
             flat = _flat_rows(x[b0:b1].to(dtype), groups, k // 2,
                               input_scale)
