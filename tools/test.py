@@ -1,6 +1,6 @@
 """Test a dwnet-mm checkpoint (cls, det or seg) with mmengine's Runner.
 
-    python tools/test.py CONFIG CHECKPOINT [--tta] [--deploy] [--out results.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--tta] [--deploy] [--out x.pkl]
     tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
@@ -54,8 +54,8 @@ def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401
     from dwnet_mm.apis import (ConfigError, check_dataset_paths,
-                               init_cpu_distributed, load_config,
-                               prepare_test_config, unknown_type_message)
+                               exit_on_unknown_type, init_cpu_distributed,
+                               load_config, prepare_test_config)
     from mmengine.evaluator import DumpResults
     from mmengine.runner import Runner
     try:
@@ -68,17 +68,12 @@ def main(argv=None):
     except (ConfigError, ImportError, ValueError) as e:
         sys.exit(f'error: {e}')
     init_cpu_distributed(cfg)
-    try:
+    with exit_on_unknown_type():
         runner = Runner.from_cfg(cfg)
         if args.out:
             runner.test_evaluator.metrics.append(
                 DumpResults(out_file_path=args.out))
         runner.test()
-    except KeyError as e:  # a misspelt type, found while building
-        message = unknown_type_message(e)
-        if message is None:
-            raise
-        sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':

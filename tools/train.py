@@ -36,8 +36,8 @@ def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401  (registers DWNet, allow-lists resume files)
     from dwnet_mm.apis import (ConfigError, check_dataset_paths,
-                               init_cpu_distributed, load_config,
-                               prepare_train_config, unknown_type_message)
+                               exit_on_unknown_type, init_cpu_distributed,
+                               load_config, prepare_train_config)
     from mmengine.runner import Runner
     try:
         cfg = load_config(args.config, args.cfg_options)
@@ -47,14 +47,9 @@ def main(argv=None):
     except (ConfigError, ImportError) as e:
         sys.exit(f'error: {e}')
     init_cpu_distributed(cfg)
-    try:
+    with exit_on_unknown_type():
         runner = Runner.from_cfg(cfg)
         runner.train()
-    except KeyError as e:  # a misspelt type, found while building
-        message = unknown_type_message(e)
-        if message is None:
-            raise
-        sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':

@@ -2,11 +2,12 @@ from .config import (ConfigError, check_dataset_paths, load_config,
                      prepare_test_config, prepare_train_config,
                      replace_sync_bn)
 from .runtime import (CPUDistributedDataParallel, adapt_to_cpu_processes,
-                      init_cpu_distributed, unknown_type_message)
+                      exit_on_unknown_type, init_cpu_distributed,
+                      unknown_type_message)
 
 __all__ = [
     'ConfigError', 'check_dataset_paths', 'load_config',
     'prepare_test_config', 'prepare_train_config', 'replace_sync_bn',
     'CPUDistributedDataParallel', 'adapt_to_cpu_processes',
-    'init_cpu_distributed', 'unknown_type_message'
+    'exit_on_unknown_type', 'init_cpu_distributed', 'unknown_type_message'
 ]

@@ -7,10 +7,12 @@ mmengine 0.10's launchers assume one GPU per process: they call
 Runner then skips its own start) and :class:`CPUDistributedDataParallel`
 is the DDP wrapper for CPU modules.
 """
+import contextlib
 import datetime
 import os
 import re
 import subprocess
+import sys
 
 import torch
 import torch.distributed as torch_dist
@@ -138,3 +140,16 @@ def unknown_type_message(error):
     return (f'unknown type {name!r} in the config: it is not in the '
             f'{registry} registry; check its spelling, or add the package '
             'that registers it to custom_imports')
+
+
+@contextlib.contextmanager
+def exit_on_unknown_type():
+    """Exit with :func:`unknown_type_message` when building from a config
+    meets a type no registry knows; other errors pass through."""
+    try:
+        yield
+    except KeyError as e:
+        message = unknown_type_message(e)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')

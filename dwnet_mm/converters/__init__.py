@@ -2,7 +2,8 @@ from .authors import (convert_authors_backbone,
                       convert_authors_full_checkpoint,
                       convert_authors_full_model, convert_authors_key,
                       is_authors_layout)
-from .loading import (UnknownCheckpointLayout, extract_backbone_state_dict,
+from .loading import (UnknownCheckpointLayout, convert_checkpoint_file,
+                      extract_backbone_state_dict,
                       load_checkpoint_file, load_dwnet_checkpoint,
                       resize_depthwise_kernel)
 
@@ -10,6 +11,7 @@ __all__ = [
     'convert_authors_backbone', 'convert_authors_full_checkpoint',
     'convert_authors_full_model',
     'convert_authors_key', 'is_authors_layout',
-    'UnknownCheckpointLayout', 'extract_backbone_state_dict',
+    'UnknownCheckpointLayout', 'convert_checkpoint_file',
+    'extract_backbone_state_dict',
     'load_checkpoint_file', 'load_dwnet_checkpoint', 'resize_depthwise_kernel'
 ]

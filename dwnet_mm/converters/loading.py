@@ -1,4 +1,5 @@
 """Load DWNet weights from any supported checkpoint layout."""
+import os.path as osp
 import pickle
 import types
 
@@ -67,6 +68,28 @@ def load_checkpoint_file(filename, map_location='cpu'):
                           pickle_module=_placeholder_unpickler_module())
 
 
+def convert_checkpoint_file(src, dst, convert):
+    """Load ``src``, convert it and save the result to ``dst``.
+
+    Args:
+        src (str): Checkpoint to read (see :func:`load_checkpoint_file`).
+        dst (str): Where the converted checkpoint goes.
+        convert (callable): ``convert(checkpoint, source)`` returns the new
+            checkpoint; ``source`` is the file name of ``src``.
+
+    Returns:
+        dict: The converted checkpoint.
+
+    Raises:
+        ValueError: If ``dst`` is ``src``, or from ``convert``.
+    """
+    if osp.abspath(src) == osp.abspath(dst):
+        raise ValueError('dst must differ from src')
+    converted = convert(load_checkpoint_file(src), osp.basename(src))
+    torch.save(converted, dst)
+    return converted
+
+
 def extract_backbone_state_dict(checkpoint, num_stages=4, prefix=None):
     """Find the DWNet backbone weights in a loaded checkpoint.
 
@@ -107,8 +130,8 @@ def extract_backbone_state_dict(checkpoint, num_stages=4, prefix=None):
     else:
         if prefix:
             raise UnknownCheckpointLayout(
-                f'no checkpoint key starts with prefix {prefix!r}; first keys: '
-                f'{list(state_dict)[:5]}')
+                f'no checkpoint key starts with prefix {prefix!r}; first '
+                f'keys: {list(state_dict)[:5]}')
     if is_authors_layout(state_dict):
         return convert_authors_backbone(state_dict, num_stages)[0], 'authors'
     if any(k.startswith('stages.') for k in state_dict):

@@ -24,9 +24,6 @@ error. The 2.x ``meta`` (``CLASSES``, ``PALETTE``) becomes mmengine's
 ``dataset_meta``; the optimizer state is dropped.
 """
 import argparse
-import os.path as osp
-
-import torch
 
 BACKBONE_PREFIX = 'backbone.'
 DETECTOR_PREFIXES = ('backbone.', 'neck.', 'rpn_head.', 'roi_head.')
@@ -85,17 +82,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dwnet_mm.converters import load_checkpoint_file
-    if osp.abspath(args.src) == osp.abspath(args.dst):
-        raise SystemExit('error: dst must differ from src')
-    checkpoint = load_checkpoint_file(args.src)
-    try:
-        converted = convert_det_checkpoint(checkpoint, osp.basename(args.src))
+    from dwnet_mm.converters import convert_checkpoint_file
+
+    def convert(checkpoint, source):
+        converted = convert_det_checkpoint(checkpoint, source)
         if args.config:
             check_against_config(converted['state_dict'], args.config)
+        return converted
+
+    try:
+        converted = convert_checkpoint_file(args.src, args.dst, convert)
     except ValueError as e:
         raise SystemExit(f'error: {e}')
-    torch.save(converted, args.dst)
     num_backbone = sum(
         k.startswith(BACKBONE_PREFIX) for k in converted['state_dict'])
     checked = f', checked against {args.config}' if args.config else ''

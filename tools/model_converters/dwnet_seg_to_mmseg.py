@@ -17,9 +17,6 @@ UPerHead (``psp_modules``, ``bottleneck``, ``lateral_convs``, ``fpn_convs``,
 optimizer state is dropped.
 """
 import argparse
-import os.path as osp
-
-import torch
 
 BACKBONE_PREFIX = 'backbone.'
 
@@ -45,15 +42,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dwnet_mm.converters import load_checkpoint_file
-    if osp.abspath(args.src) == osp.abspath(args.dst):
-        raise SystemExit('error: dst must differ from src')
-    checkpoint = load_checkpoint_file(args.src)
+    from dwnet_mm.converters import convert_checkpoint_file
     try:
-        converted = convert_seg_checkpoint(checkpoint, osp.basename(args.src))
+        converted = convert_checkpoint_file(args.src, args.dst,
+                                            convert_seg_checkpoint)
     except ValueError as e:
         raise SystemExit(f'error: {e}')
-    torch.save(converted, args.dst)
     num_backbone = sum(
         k.startswith(BACKBONE_PREFIX) for k in converted['state_dict'])
     print(f'wrote {args.dst}: {len(converted["state_dict"])} tensors '

@@ -142,6 +142,7 @@ class DWNet(BaseModule):
             stem_norm_cfg=deepcopy(stem_norm_cfg),
             out_norm_cfg=deepcopy(out_norm_cfg))
         self.arch = self._parse_arch(arch)
+        self.mlp_ratio = mlp_ratio
         channels, depths = self.arch['channels'], self.arch['depths']
         self.num_stages = len(depths)
         if conv_type not in DEPTHWISE_TYPES:
@@ -260,8 +261,7 @@ class DWNet(BaseModule):
         x = self.patch_embed.forward_nhwc(x)
         # The deploy form updates the residual stream (which it owns here)
         # in place and shares one MLP buffer between all blocks.
-        workspace = new_workspace(
-            x, self._twin_kwargs['mlp_ratio']) if self.deployed and \
+        workspace = new_workspace(x, self.mlp_ratio) if self.deployed and \
             not torch.is_grad_enabled() else None
         outs = []
         for i, stage in enumerate(self.stages):
