@@ -83,5 +83,12 @@ pip_install "$WHEEL_DIR"/mmcv-*.whl
 log "installing mmengine, mmpretrain, mmdet, mmsegmentation and dwnet_mm (editable)"
 pip_install -r "$ROOT/requirements/tests.txt" -e "$ROOT[all]"
 
+# torch's extension builder caches the build; layers would otherwise
+# compile it on their first use.
+log "building the native CPU kernels (dwnet_mm/ops/csrc)"
+if ! "$PY" -c 'import sys, dwnet_mm.ops as o; sys.exit(o.native_ops() is None)'; then
+    log "WARNING: no native CPU kernels (see the warning above); the depth-wise convs will run on PyTorch ops"
+fi
+
 echo "$fingerprint" > "$STAMP"
 log "done in $((SECONDS - start)) s: $VENV"

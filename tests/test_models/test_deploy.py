@@ -1,5 +1,6 @@
 """The deploy form (DWNet.switch_to_deploy) and the fast inference paths."""
 import importlib.util
+import os
 from copy import deepcopy
 from pathlib import Path
 
@@ -378,6 +379,8 @@ def test_small_map_dynamic_conv_backward(shape):
 
 
 def test_dynamic_module_uses_small_map_backward(monkeypatch):
+    # The PyTorch path (the native NHWC kernels take channels-last inputs).
+    monkeypatch.setenv('DWNET_MM_NATIVE', '0')
     calls = []
     original = SmallMapBatchedDepthwiseConv.apply
     monkeypatch.setattr(SmallMapBatchedDepthwiseConv, 'apply',
@@ -432,6 +435,20 @@ def test_benchmark_runs_deploy_form(capsys):
     assert row['peak_memory_mib'] > 0
     out = capsys.readouterr().out
     assert 'DWNet-T (deploy)' in out and 'GEMM peak' in out
+
+
+def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
+    monkeypatch.delenv('DWNET_MM_NATIVE', raising=False)
+    benchmark = _load_benchmark()
+    results = benchmark.main([
+        '--models', 'dynamic_dwnet_tiny', '--forms', 'train', '--modes',
+        'train', '--batch-size', '2', '--size', '32', '--repeats', '1',
+        '--warmup', '0', '--gemm-size', '128', '--no-memory', '--pytorch-ops'
+    ])
+    assert [r['native'] for r in results['results']] == [True, False]
+    assert 'D-DWNet-T (PyTorch ops)' in capsys.readouterr().out
+    # The twin's steps leave the switch as they found it.
+    assert 'DWNET_MM_NATIVE' not in os.environ
 
 
 def test_i_dynamic_layer_memory_within_twice_static():

@@ -15,6 +15,11 @@ the median over rounds.
         --layer-memory --out benchmark.json                  # quiet machine
     python tools/analysis/benchmark.py --threads 1 --timer cpu  # busy one
 
+DWNet's depth-wise convs run in dwnet_mm's native CPU kernels where they
+can (see ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of every DWNet run
+that uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` around its steps),
+so the kernels' gain is measured in the same rounds.
+
 Forms: ``train`` is the model as trained (BatchNorm layers, eval mode for
 inference); ``deploy`` is ``DWNet.switch_to_deploy()`` (BatchNorm folded,
 NHWC blocks). Swin-T and ConvNeXt-T (mmpretrain) have the ``train`` form
@@ -96,6 +101,9 @@ def parse_args(argv=None):
                         if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--gemm-size', type=int, default=2048,
                         help='size of the square matmuls of the GEMM peak')
+    parser.add_argument('--pytorch-ops', action='store_true',
+                        help='also run every DWNet model with PyTorch ops '
+                        'instead of the native CPU kernels, side by side')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak memory steps')
     parser.add_argument('--layer-memory', action='store_true',
@@ -176,8 +184,9 @@ class Entry:
     """One timed model: a name, a form, a mode and its step function."""
 
     def __init__(self, name, form, mode, model, inputs, labels, device,
-                 timer=time.perf_counter):
+                 timer=time.perf_counter, native=True):
         self.name, self.form, self.mode = name, form, mode
+        self.native = native
         self.timer = timer
         self.model, self.inputs, self.labels = model, inputs, labels
         self.device = device
@@ -195,9 +204,22 @@ class Entry:
     def label(self):
         base = DWNET_MODELS[self.name][0] if self.name in DWNET_MODELS \
             else REFERENCE_MODELS[self.name]
-        return base if self.form == 'train' else f'{base} ({self.form})'
+        notes = [self.form] if self.form != 'train' else []
+        if not self.native:
+            notes.append('PyTorch ops')
+        return f'{base} ({", ".join(notes)})' if notes else base
+
+    @property
+    def key(self):
+        return self.name, self.form, self.mode, self.native
 
     def step(self):
+        if self.native:
+            return self._step()
+        with pytorch_ops():
+            return self._step()
+
+    def _step(self):
         if self.mode == 'infer':
             with torch.no_grad():
                 self.model(self.inputs, mode='tensor')
@@ -213,6 +235,21 @@ class Entry:
         self.step()
         synchronize(self.device)
         self.times.append(self.timer() - start)
+
+
+@contextlib.contextmanager
+def pytorch_ops():
+    """Run dwnet_mm's layers on PyTorch ops, not its native kernels."""
+    from dwnet_mm.ops.native import DISABLE_ENV
+    old = os.environ.get(DISABLE_ENV)
+    os.environ[DISABLE_ENV] = '0'
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[DISABLE_ENV]
+        else:
+            os.environ[DISABLE_ENV] = old
 
 
 def synchronize(device):
@@ -356,6 +393,8 @@ def environment(args):
         batch_size=args.batch_size,
         input_size=args.size,
     )
+    from dwnet_mm.ops import native_ops
+    env['dwnet_mm_native_cpu_kernels'] = native_ops() is not None
     if str(args.device).startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name()
         env['cuda'] = torch.version.cuda
@@ -402,13 +441,14 @@ def report(env, entries, gemm, macs, memory, layer_rows):
             share = 100 * statistics.median(
                 work * env['batch_size'] / t / g
                 for t, g in zip(e.times, e.gemm_rates))
-            mem = memory.get((e.name, e.form, e.mode))
+            mem = memory.get(e.key)
             mem_text = f'{mib(mem):.0f}' if mem is not None else '-'
             print(f'| {e.label} | {rate:.2f} | {spread[0]:.2f}-'
                   f'{spread[1]:.2f} | {ratio_text} | {gmacs / 1e9:.2f} | '
                   f'{share:.0f}% | {mem_text} |')
             results.append(dict(
-                model=e.name, form=e.form, mode=mode, img_per_s=rate,
+                model=e.name, form=e.form, mode=mode, native=e.native,
+                img_per_s=rate,
                 times_s=e.times, vs_swin_t=ratio, gmacs=gmacs / 1e9,
                 percent_gemm_peak=share,
                 peak_memory_mib=mib(mem) if mem is not None else None))
@@ -474,6 +514,10 @@ def main(argv=None):
                 entries.append(
                     Entry(name, form, mode, model, inputs, labels, device,
                           timer))
+                if args.pytorch_ops and name in DWNET_MODELS:
+                    entries.append(
+                        Entry(name, form, mode, deepcopy(model), inputs,
+                              labels, device, timer, native=False))
     if not entries:
         sys.exit('nothing to run: check --models, --forms and --modes')
     print(f'{len(entries)} runs: ' + ', '.join(
@@ -499,7 +543,7 @@ def main(argv=None):
     memory = {}
     if not args.no_memory:
         for e in entries:
-            memory[(e.name, e.form, e.mode)] = peak_memory(e)
+            memory[e.key] = peak_memory(e)
     layer_rows = layer_memory(args.batch_size, args.size, device) \
         if args.layer_memory else None
     results = report(env, entries, gemm, macs, memory, layer_rows)

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dwnet_mm.ops import depthwise_conv_nhwc, native_depthwise_supported
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
                            generate_and_apply_i_dynamic,
                            inhomogeneous_dynamic_conv)
@@ -233,6 +234,8 @@ class FoldedDepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x):
         """(N, H, W, C) -> (N, H, W, C)."""
+        if native_depthwise_supported(x, self.kernel_size[0]):
+            return depthwise_conv_nhwc(x, self.weight, self.bias, relu=True)
         # The permuted NHWC tensor is a channels-last NCHW one: the conv
         # runs in the NHWC kernels and returns channels-last memory.
         H, W = x.shape[1:3]
@@ -282,6 +285,9 @@ class FoldedDynamicDepthwiseConv2d(nn.Module):
         k = self.kernel_size
         context = linear_relu(x.mean((1, 2)), self.conv1)
         kernel = F.linear(context, self.conv2.weight, self.conv2.bias)
+        if native_depthwise_supported(x, k):
+            return depthwise_conv_nhwc(x, kernel.view(B, C, k, k), self.bias,
+                                       relu=True)
         # Batch folded into channels: an (H, W, B, C) copy is a
         # channels-last (1, B*C, H, W) tensor.
         folded = x.permute(1, 2, 0, 3).reshape(1, H, W, B * C)

@@ -1,8 +1,10 @@
 """The DW-block: DWNet's replacement for (shifted) window attention."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
+from dwnet_mm.ops import depthwise_conv_nhwc, native_depthwise_supported
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
 
 DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
@@ -23,12 +25,7 @@ def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
             Defaults to ``dict(type='BN')``.
     """
     if conv_type == 'static':
-        return nn.Conv2d(
-            channels,
-            channels,
-            kernel_size,
-            padding=kernel_size // 2,
-            groups=channels)
+        return DepthwiseConv2d(channels, kernel_size)
     if conv_type == 'dynamic':
         return DynamicDepthwiseConv2d(
             channels, kernel_size, norm_cfg=norm_cfg)
@@ -37,6 +34,30 @@ def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
             channels, kernel_size, groups=groups, norm_cfg=norm_cfg)
     raise ValueError(f'Unknown depth-wise conv type {conv_type!r}; '
                      f'choose one of {DEPTHWISE_TYPES}')
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Static k x k depth-wise conv with bias and "same" padding.
+
+    An ``nn.Conv2d`` (same parameters and state dict) that runs channels-last
+    inputs in the native NHWC kernels on CPUs (see :mod:`dwnet_mm.ops`).
+
+    Args:
+        channels (int): Number of channels.
+        kernel_size (int): k.
+    """
+
+    def __init__(self, channels, kernel_size):
+        super().__init__(channels, channels, kernel_size,
+                         padding=kernel_size // 2, groups=channels)
+
+    def forward(self, x):
+        nhwc = x.permute(0, 2, 3, 1)
+        if x.is_contiguous(memory_format=torch.channels_last) and \
+                native_depthwise_supported(nhwc, self.kernel_size[0]):
+            return depthwise_conv_nhwc(nhwc, self.weight,
+                                       self.bias).permute(0, 3, 1, 2)
+        return super().forward(x)
 
 
 class DepthwiseMixer(nn.Module):

@@ -6,6 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
+from dwnet_mm.ops import depthwise_conv_nhwc, native_depthwise_supported
+
 
 def batched_depthwise_conv(x, kernel, bias, padding):
     """Depth-wise conv with a different kernel for every image.
@@ -85,6 +87,13 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def forward(self, x):
         kernel = self.predict_kernel(x).to(x.dtype)
+        nhwc = x.permute(0, 2, 3, 1)
+        if x.is_contiguous(memory_format=torch.channels_last) and \
+                native_depthwise_supported(nhwc, self.kernel_size):
+            k = self.kernel_size
+            kernel = kernel.view(x.shape[0], self.channels, k, k)
+            return depthwise_conv_nhwc(nhwc, kernel, self.bias.to(
+                x.dtype)).permute(0, 3, 1, 2)
         bias = self.bias.to(x.dtype).repeat(x.shape[0])
         padding = self.kernel_size // 2
         H, W = x.shape[-2:]

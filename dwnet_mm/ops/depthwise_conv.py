@@ -1,0 +1,84 @@
+"""Depth-wise convolution on NHWC tensors with the native CPU kernels."""
+import torch
+from torch.autograd.function import once_differentiable
+
+from .native import native_ops
+
+# Kernel sizes the C++ kernels are compiled for (odd: "same" padding).
+NATIVE_KERNEL_SIZES = (3, 5, 7, 9)
+
+
+def native_depthwise_supported(x, kernel_size):
+    """Whether :func:`depthwise_conv_nhwc` runs natively for ``x``.
+
+    Args:
+        x (Tensor): (N, H, W, C) input.
+        kernel_size (int): k.
+    """
+    # Tracing (FLOP counting, ONNX, torch.compile) sees only aten ops.
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or \
+            torch.compiler.is_compiling() or torch.is_autocast_enabled('cpu'):
+        return False
+    if x.device.type != 'cpu' or x.dtype != torch.float32 or \
+            x.shape[-1] % 8 or kernel_size not in NATIVE_KERNEL_SIZES:
+        return False
+    return native_ops() is not None
+
+
+class DepthwiseConvNHWC(torch.autograd.Function):
+    """Native depth-wise conv of (N, H, W, C) ``x`` with (k, k, C) or
+    per-image (N, k, k, C) kernels and an optional (C, ) bias."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, relu):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return native_ops().depthwise_conv_nhwc(x, weight, bias, relu)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        ops = native_ops()
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(-3, -2).contiguous()
+            grad_x = ops.depthwise_conv_nhwc(grad, flipped, None, False)
+        if ctx.needs_input_grad[1]:
+            grad_weight = ops.depthwise_conv_nhwc_weight_grad(
+                x, grad, weight.shape[-2], weight.dim() == 4)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 1, 2))
+        return grad_x, grad_weight, grad_bias, None
+
+
+def depthwise_conv_nhwc(x, weight, bias=None, relu=False):
+    """Depth-wise conv with "same" zero padding on channels-last data.
+
+    Check :func:`native_depthwise_supported` first: this always runs the
+    native kernels.
+
+    Args:
+        x (Tensor): (N, H, W, C) input.
+        weight (Tensor): (C, 1, k, k) kernels (an ``nn.Conv2d`` weight), or
+            (N, C, k, k), one set per image.
+        bias (Tensor, optional): (C, ) bias. Defaults to None.
+        relu (bool): Apply ReLU to the output. Defaults to False.
+
+    Returns:
+        Tensor: (N, H, W, C), contiguous.
+    """
+    if weight.shape[1] == 1:  # C is a multiple of 8: never per-image
+        C, _, k, _ = weight.shape
+        kernels = weight.reshape(C, k * k).t().reshape(k, k, C)
+    else:
+        kernels = weight.permute(0, 2, 3, 1)
+    kernels = kernels.contiguous()
+    x = x.contiguous()
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, kernels, bias))
+    if not needs_grad:
+        return native_ops().depthwise_conv_nhwc(x, kernels, bias, relu)
+    out = DepthwiseConvNHWC.apply(x, kernels, bias, False)
+    return out.relu() if relu else out

@@ -1,0 +1,187 @@
+"""The native NHWC depth-wise conv kernels against PyTorch's conv2d."""
+import platform
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dwnet_mm.models.layers.depthwise_mixer import DepthwiseConv2d
+from dwnet_mm.models.layers.dynamic_conv import DynamicDepthwiseConv2d
+from dwnet_mm.ops import (depthwise_conv_nhwc, native_depthwise_supported,
+                          native_ops)
+from dwnet_mm.ops.native import build
+
+X86 = platform.machine().lower() in ('x86_64', 'amd64')
+needs_native = pytest.mark.skipif(
+    not X86, reason='the native kernels are x86-64 only')
+
+
+def reference(x, weight, bias=None):
+    """fp64 conv2d of NHWC ``x`` with (C, 1, k, k) or per-image
+    (N, C, k, k) kernels."""
+    x = x.double().permute(0, 3, 1, 2)
+    k = weight.shape[-1]
+    bias = None if bias is None else bias.double()
+    if weight.shape[1] == 1:
+        out = F.conv2d(x, weight.double(), bias, padding=k // 2,
+                       groups=x.shape[1])
+    else:
+        out = torch.cat([
+            F.conv2d(x[n:n + 1], weight[n].double().unsqueeze(1), bias,
+                     padding=k // 2, groups=x.shape[1])
+            for n in range(x.shape[0])
+        ])
+    return out.permute(0, 2, 3, 1)
+
+
+@needs_native
+def test_native_kernels_build_here():
+    # On x86-64 with a compiler (CI) the fast path must not silently vanish.
+    assert native_ops() is not None
+    assert native_depthwise_supported(torch.zeros(1, 4, 4, 8), 7)
+
+
+SHAPES = [
+    # N, H, W, C, k: wide rows (8-pixel blocks), every tail width, maps
+    # smaller than the kernel, a single pixel.
+    (2, 9, 19, 16, 7),
+    (1, 7, 7, 24, 7),
+    (3, 5, 6, 8, 3),
+    (1, 13, 11, 32, 5),
+    (2, 4, 3, 16, 9),
+    (1, 1, 1, 8, 7),
+    (2, 2, 13, 8, 7),
+]
+
+
+@needs_native
+@pytest.mark.parametrize('N,H,W,C,k', SHAPES)
+@pytest.mark.parametrize('per_image', [False, True])
+def test_forward_and_backward_match_conv2d(N, H, W, C, k, per_image):
+    torch.manual_seed(0)
+    x = torch.randn(N, H, W, C, requires_grad=True)
+    shape = (N, C, k, k) if per_image else (C, 1, k, k)
+    weight = torch.randn(shape, requires_grad=True)
+    bias = torch.randn(C, requires_grad=True)
+    out = depthwise_conv_nhwc(x, weight, bias)
+    ref = reference(x, weight, bias)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    x64, w64, b64 = (t.detach().double().requires_grad_()
+                     for t in (x, weight, bias))
+    reference(x64, w64, b64).backward(grad.double())
+    for got, want in ((x.grad, x64.grad), (weight.grad, w64.grad),
+                      (bias.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_relu_and_no_bias_in_inference():
+    torch.manual_seed(1)
+    x, weight = torch.randn(2, 10, 12, 16), torch.randn(16, 1, 7, 7)
+    with torch.no_grad():
+        out = depthwise_conv_nhwc(x, weight, relu=True)
+    torch.testing.assert_close(out.double(), reference(x, weight).relu(),
+                               rtol=1e-5, atol=1e-5)
+    # With autograd the ReLU is a separate, differentiable op.
+    w = weight.clone().requires_grad_()
+    out = depthwise_conv_nhwc(x, w, relu=True)
+    assert out.grad_fn is not None and (out >= 0).all()
+
+
+@needs_native
+def test_weight_gradient_of_a_large_map_stays_accurate():
+    # Summed over 2 * 56 * 56 pixels: per-row partial sums keep fp32 close.
+    torch.manual_seed(2)
+    x = torch.randn(2, 56, 56, 16)
+    weight = torch.randn(16, 1, 7, 7, requires_grad=True)
+    grad = torch.randn(2, 56, 56, 16)
+    depthwise_conv_nhwc(x, weight).backward(grad)
+    w64 = weight.detach().double().requires_grad_()
+    reference(x, w64).backward(grad.double())
+    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-5,
+                               atol=1e-4)
+
+
+@needs_native
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_depthwise_module_equals_conv2d(channels_last, monkeypatch):
+    torch.manual_seed(3)
+    conv = DepthwiseConv2d(16, 7)
+    x = torch.randn(2, 16, 9, 11)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = conv(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    grads = x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()
+
+    monkeypatch.setenv('DWNET_MM_NATIVE', '0')  # PyTorch's conv2d
+    assert not native_depthwise_supported(x.permute(0, 2, 3, 1), 7)
+    x.grad = conv.weight.grad = conv.bias.grad = None
+    ref = conv(x)
+    ref.sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, (x.grad, conv.weight.grad, conv.bias.grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_dynamic_conv_native_equals_pytorch(monkeypatch):
+    torch.manual_seed(4)
+    conv = DynamicDepthwiseConv2d(16, 7)
+    x = torch.randn(3, 16, 8, 10).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    out = conv(x)
+    out.square().sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in conv.parameters()]
+    monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+    x.grad = None
+    conv.zero_grad(set_to_none=True)
+    ref = conv(x)
+    ref.square().sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    refs = [x.grad] + [p.grad for p in conv.parameters()]
+    for got, want in zip(grads, refs):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_inputs_use_pytorch():
+    x = torch.zeros(1, 4, 4, 12)  # C not a multiple of 8
+    assert not native_depthwise_supported(x, 7)
+    assert not native_depthwise_supported(torch.zeros(1, 4, 4, 8), 4)
+    assert not native_depthwise_supported(
+        torch.zeros(1, 4, 4, 8, dtype=torch.float64), 7)
+    conv = DepthwiseConv2d(12, 7)
+    x = torch.randn(1, 12, 5, 5).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        conv(x), F.conv2d(x, conv.weight, conv.bias, padding=3, groups=12))
+
+
+def test_tracing_uses_aten_ops():
+    # FLOP counters and exporters trace: they must see the aten conv.
+    conv = DepthwiseConv2d(8, 7).eval()
+    x = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    traced = torch.jit.trace(conv, x)
+    assert 'aten::_convolution' in str(traced.graph)
+    torch.testing.assert_close(traced(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_failed_build_warns_and_names_the_fix(tmp_path, monkeypatch):
+    broken = tmp_path / 'broken.cpp'
+    broken.write_text('this is not C++\n')
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path / 'build'))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        module = build('dwnet_mm_cpu_broken_test', [broken])
+    assert module is None
+    text = ' '.join(str(w.message) for w in caught)
+    if X86:
+        assert 'could not build its CPU kernels' in text
+        assert 'Install g++ and ninja' in text
+    else:
+        assert 'x86-64' in text
