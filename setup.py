@@ -25,6 +25,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['dwnet_mm', 'dwnet_mm.*']),
+    # The C++ sources are compiled on first use (dwnet_mm/ops/native.py).
+    package_data={'dwnet_mm.ops': ['csrc/*.cpp']},
     python_requires='>=3.8',
     install_requires=[
         'torch>=2.0',
