@@ -1,9 +1,10 @@
 """Native CPU kernels (C++, compiled on first use) and their PyTorch
 interfaces."""
-from .depthwise_conv import (depthwise_conv_nhwc, native_depthwise_supported)
+from .depthwise_conv import (depthwise_conv_nhwc, native_depthwise_supported,
+                             native_nhwc_view)
 from .native import native_disabled, native_ops
 
 __all__ = [
-    'depthwise_conv_nhwc', 'native_depthwise_supported', 'native_disabled',
+    'depthwise_conv_nhwc', 'native_depthwise_supported', 'native_nhwc_view', 'native_disabled',
     'native_ops'
 ]

@@ -25,6 +25,16 @@ def native_depthwise_supported(x, kernel_size):
     return native_ops() is not None
 
 
+def native_nhwc_view(x, kernel_size):
+    """The (N, H, W, C) view of a channels-last (N, C, H, W) ``x`` when the
+    native kernels can take it, else None."""
+    nhwc = x.permute(0, 2, 3, 1)
+    if x.is_contiguous(memory_format=torch.channels_last) and \
+            native_depthwise_supported(nhwc, kernel_size):
+        return nhwc
+    return None
+
+
 class DepthwiseConvNHWC(torch.autograd.Function):
     """Native depth-wise conv of (N, H, W, C) ``x`` with (k, k, C) or
     per-image (N, k, k, C) kernels and an optional (C, ) bias."""

@@ -1,10 +1,9 @@
 """The DW-block: DWNet's replacement for (shifted) window attention."""
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
-from dwnet_mm.ops import depthwise_conv_nhwc, native_depthwise_supported
+from dwnet_mm.ops import depthwise_conv_nhwc, native_nhwc_view
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
 
 DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
@@ -52,9 +51,8 @@ class DepthwiseConv2d(nn.Conv2d):
                          padding=kernel_size // 2, groups=channels)
 
     def forward(self, x):
-        nhwc = x.permute(0, 2, 3, 1)
-        if x.is_contiguous(memory_format=torch.channels_last) and \
-                native_depthwise_supported(nhwc, self.kernel_size[0]):
+        nhwc = native_nhwc_view(x, self.kernel_size[0])
+        if nhwc is not None:
             return depthwise_conv_nhwc(nhwc, self.weight,
                                        self.bias).permute(0, 3, 1, 2)
         return super().forward(x)

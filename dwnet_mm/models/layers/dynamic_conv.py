@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from dwnet_mm.ops import depthwise_conv_nhwc, native_depthwise_supported
+from dwnet_mm.ops import depthwise_conv_nhwc, native_nhwc_view
 
 
 def batched_depthwise_conv(x, kernel, bias, padding):
@@ -87,9 +87,8 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def forward(self, x):
         kernel = self.predict_kernel(x).to(x.dtype)
-        nhwc = x.permute(0, 2, 3, 1)
-        if x.is_contiguous(memory_format=torch.channels_last) and \
-                native_depthwise_supported(nhwc, self.kernel_size):
+        nhwc = native_nhwc_view(x, self.kernel_size)
+        if nhwc is not None:
             k = self.kernel_size
             kernel = kernel.view(x.shape[0], self.channels, k, k)
             return depthwise_conv_nhwc(nhwc, kernel, self.bias.to(
