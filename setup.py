@@ -26,7 +26,7 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['dwnet_mm', 'dwnet_mm.*']),
     # The C++ sources are compiled on first use (dwnet_mm/ops/native.py).
-    package_data={'dwnet_mm.ops': ['csrc/*.cpp']},
+    package_data={'dwnet_mm.ops': ['csrc/*.cpp', 'csrc/*.h']},
     python_requires='>=3.8',
     install_requires=[
         'torch>=2.0',

@@ -15,7 +15,10 @@ import platform
 import warnings
 from pathlib import Path
 
-SOURCES = [Path(__file__).parent / 'csrc' / 'depthwise_conv.cpp']
+SOURCES = [
+    Path(__file__).parent / 'csrc' / name
+    for name in ('bindings.cpp', 'depthwise_conv.cpp', 'i_dynamic_conv.cpp')
+]
 DISABLE_ENV = 'DWNET_MM_NATIVE'
 
 

@@ -23,7 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dwnet_mm.ops import depthwise_conv_nhwc, native_depthwise_supported
+from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
+                          native_depthwise_supported,
+                          native_i_dynamic_supported)
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
                            generate_and_apply_i_dynamic,
                            inhomogeneous_dynamic_conv)
@@ -355,6 +357,11 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
                 kernels.view(B, -1, H, W), self.kernel_size)
             out = out + self.bias.view(1, -1, 1, 1)
             return F.relu(out).permute(0, 2, 3, 1).contiguous()
+        if native_i_dynamic_supported(x, self.kernel_size, self.groups):
+            return i_dynamic_conv_nhwc(
+                x, hidden, self.conv2.weight, self.conv2.bias,
+                self.kernel_size, self.groups, self.input_scale, self.bias,
+                relu=True)
         out = generate_and_apply_i_dynamic(
             x_nchw, hidden, self.conv2.weight, self.conv2.bias,
             self.kernel_size, self.groups, input_scale=self.input_scale,

@@ -6,7 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from dwnet_mm.ops import depthwise_conv_nhwc, native_nhwc_view
+from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
+                          native_i_dynamic_supported, native_nhwc_view)
 
 
 def batched_depthwise_conv(x, kernel, bias, padding):
@@ -548,6 +549,12 @@ class InhomogeneousDynamicConv2d(nn.Module):
         conv2 = self.conv2[0]
         weight = conv2.weight.flatten(1)
         if not _needs_grad(x, hidden, weight, conv2.bias):
+            nhwc = native_nhwc_view(x, self.kernel_size)
+            if nhwc is not None and native_i_dynamic_supported(
+                    nhwc, self.kernel_size, self.groups):
+                return i_dynamic_conv_nhwc(
+                    nhwc, hidden, weight, conv2.bias, self.kernel_size,
+                    self.groups).permute(0, 3, 1, 2)
             return generate_and_apply_i_dynamic(x, hidden, weight, conv2.bias,
                                                 self.kernel_size, self.groups)
         return i_dynamic_conv_from_hidden(x, hidden, weight, conv2.bias,

@@ -20,16 +20,17 @@
 
 #include <algorithm>
 
+#include "common.h"
+
 namespace {
 
-constexpr int64_t kLanes = 8;  // floats per AVX register
+using dwnet_mm::check_input;
+using dwnet_mm::check_nhwc;
+using dwnet_mm::kLanes;
+
 // Output pixels per forward block: 8 accumulators hide the FMA latency,
 // and with the K taps and one input vector they fill the 16 registers.
 constexpr int kPixels = 8;
-
-bool cpu_supported() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 // T output pixels of one row, 8 channels. x points at input row
 // h + i0 - K/2, column w0 - K/2 (the first tap of the first pixel, which
@@ -177,29 +178,6 @@ __attribute__((target("avx2,fma"))) void weight_grad_rows(
   }
 }
 
-void check_input(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat &&
-                  x.is_contiguous(),
-              name, " must be a contiguous float32 CPU tensor");
-}
-
-void check_nhwc(const at::Tensor& x, const char* name) {
-  check_input(x, name);
-  TORCH_CHECK(x.dim() == 4 && x.size(3) % kLanes == 0, name,
-              " must be (N, H, W, C) with C a multiple of 8, got ",
-              x.sizes());
-}
-
-#define DWNET_DISPATCH_K(K, ...)                                          \
-  switch (K) {                                                            \
-    case 3: { constexpr int kK = 3; __VA_ARGS__; break; }                 \
-    case 5: { constexpr int kK = 5; __VA_ARGS__; break; }                 \
-    case 7: { constexpr int kK = 7; __VA_ARGS__; break; }                 \
-    case 9: { constexpr int kK = 9; __VA_ARGS__; break; }                 \
-    default: TORCH_CHECK(false, "kernel size ", K,                        \
-                         " is not one of the compiled sizes 3, 5, 7, 9"); \
-  }
-
 }  // namespace
 
 // out[n, h, w, c] = bias[c] + sum_ij x[n, h + i - k//2, w + j - k//2, c]
@@ -207,7 +185,7 @@ void check_nhwc(const at::Tensor& x, const char* name) {
 at::Tensor depthwise_conv_nhwc(const at::Tensor& x, const at::Tensor& weight,
                                const c10::optional<at::Tensor>& bias,
                                bool relu) {
-  TORCH_CHECK(cpu_supported(), "this CPU lacks AVX2/FMA");
+  TORCH_CHECK(dwnet_mm::cpu_supported(), "this CPU lacks AVX2/FMA");
   check_nhwc(x, "x");
   check_input(weight, "weight");
   TORCH_CHECK(weight.dim() == 3 || weight.dim() == 4,
@@ -216,12 +194,8 @@ at::Tensor depthwise_conv_nhwc(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(weight.size(-3) == K && weight.size(-1) == x.size(3) &&
                   (weight.dim() == 3 || weight.size(0) == x.size(0)),
               "weight ", weight.sizes(), " does not fit x ", x.sizes());
-  const float* bias_ptr = nullptr;
-  if (bias.has_value() && bias->defined()) {
-    check_input(*bias, "bias");
-    TORCH_CHECK(bias->numel() == x.size(3), "bias must have C elements");
-    bias_ptr = bias->data_ptr<float>();
-  }
+  const float* bias_ptr =
+      dwnet_mm::optional_channels(bias, x.size(3), "bias");
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   at::Tensor out = at::empty_like(x);
   const float* xp = x.data_ptr<float>();
@@ -240,7 +214,7 @@ at::Tensor depthwise_conv_nhwc(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor depthwise_conv_nhwc_weight_grad(const at::Tensor& x,
                                            const at::Tensor& grad, int64_t K,
                                            bool per_image) {
-  TORCH_CHECK(cpu_supported(), "this CPU lacks AVX2/FMA");
+  TORCH_CHECK(dwnet_mm::cpu_supported(), "this CPU lacks AVX2/FMA");
   check_nhwc(x, "x");
   check_nhwc(grad, "grad");
   TORCH_CHECK(x.sizes() == grad.sizes(), "x and grad differ in shape");
@@ -270,15 +244,4 @@ at::Tensor depthwise_conv_nhwc_weight_grad(const at::Tensor& x,
                            sp + chunk * K * K * C);
   }));
   return sums.sum(0);
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("cpu_supported", &cpu_supported,
-        "Whether this CPU has the AVX2 and FMA instructions the kernels use");
-  m.def("depthwise_conv_nhwc", &depthwise_conv_nhwc, py::arg("x"),
-        py::arg("weight"), py::arg("bias") = py::none(),
-        py::arg("relu") = false);
-  m.def("depthwise_conv_nhwc_weight_grad", &depthwise_conv_nhwc_weight_grad,
-        py::arg("x"), py::arg("grad"), py::arg("kernel_size"),
-        py::arg("per_image"));
 }

@@ -1,0 +1,122 @@
+"""The native inhomogeneous dynamic conv kernel against an fp64 unfold."""
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dwnet_mm.models import DWNet
+from dwnet_mm.models.layers import InhomogeneousDynamicConv2d
+from dwnet_mm.ops import i_dynamic_conv_nhwc, native_i_dynamic_supported
+
+X86 = platform.machine().lower() in ('x86_64', 'amd64')
+needs_native = pytest.mark.skipif(
+    not X86, reason='the native kernels are x86-64 only')
+
+
+def reference(x, hidden, weight, bias, k, groups, scale=None, out_bias=None):
+    """fp64: kernels from a matmul, applied through an explicit unfold."""
+    N, H, W, C = x.shape
+    kernels = hidden.double() @ weight.double().t()
+    if bias is not None:
+        kernels = kernels + bias.double()
+    kernels = kernels.view(N, H * W, groups, 1, k * k)
+    cols = F.unfold(x.double().permute(0, 3, 1, 2), k, padding=k // 2)
+    cols = cols.view(N, groups, C // groups, k * k, H * W).permute(0, 4, 1, 2, 3)
+    out = (cols * kernels).sum(-1).reshape(N, H, W, C)
+    if scale is not None:
+        out = out * scale.double()
+    if out_bias is not None:
+        out = out + out_bias.double()
+    return out
+
+
+CASES = [
+    # N, H, W, C, G, k: DWNet's 32 groups with 1-24 channels each, rows
+    # narrower than the kernel and than a tile, odd widths (edge pixels and
+    # partial tiles), a group count without a compiled tile (12).
+    (2, 9, 11, 96, 32, 7),
+    (1, 6, 10, 768, 32, 7),
+    (2, 5, 3, 32, 32, 7),
+    (1, 1, 1, 64, 32, 7),
+    (1, 7, 13, 48, 8, 5),
+    (1, 4, 9, 64, 16, 9),
+    (2, 6, 7, 128, 64, 3),
+    (1, 5, 8, 96, 12, 7),
+]
+
+
+@needs_native
+@pytest.mark.parametrize('N,H,W,C,G,k', CASES)
+@pytest.mark.parametrize('affine', [False, True])
+def test_matches_unfold_reference(N, H, W, C, G, k, affine):
+    torch.manual_seed(0)
+    x = torch.randn(N, H, W, C)
+    assert native_i_dynamic_supported(x, k, G)
+    hidden = torch.randn(N, H, W, C // 4 + 1)
+    weight = torch.randn(G * k * k, hidden.shape[-1]) * 0.2
+    bias = torch.randn(G * k * k)
+    scale = torch.rand(C) + 0.5 if affine else None
+    out_bias = torch.randn(C) if affine else None
+    out = i_dynamic_conv_nhwc(x, hidden, weight, bias, k, G, scale, out_bias)
+    want = reference(x, hidden, weight, bias, k, G, scale, out_bias)
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
+    relu = i_dynamic_conv_nhwc(x, hidden, weight, bias, k, G, scale,
+                               out_bias, relu=True)
+    torch.testing.assert_close(relu, out.clamp_min(0), rtol=0, atol=0)
+
+
+@needs_native
+def test_chunks_cover_every_pixel(monkeypatch):
+    # Chunks of a few pixels: chunk and row boundaries fall anywhere.
+    import dwnet_mm.ops.i_dynamic_conv as module
+    monkeypatch.setattr(module, 'I_DYNAMIC_CHUNK_PIXELS', 5)
+    torch.manual_seed(1)
+    x = torch.randn(3, 7, 9, 64)
+    hidden = torch.randn(3, 7, 9, 16)
+    weight = torch.randn(32 * 49, 16) * 0.2
+    out = i_dynamic_conv_nhwc(x, hidden, weight, None, 7, 32)
+    torch.testing.assert_close(
+        out.double(), reference(x, hidden, weight, None, 7, 32),
+        rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_module_native_equals_pytorch(monkeypatch):
+    torch.manual_seed(2)
+    conv = InhomogeneousDynamicConv2d(64, 7, groups=32).eval()
+    x = torch.randn(2, 64, 9, 12).contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = conv(x)
+        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        ref = conv(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@needs_native
+def test_deployed_model_native_equals_pytorch(monkeypatch):
+    torch.manual_seed(3)
+    model = DWNet(arch=dict(channels=[32, 64, 128, 256], depths=[1, 1, 1, 1]),
+                  conv_type='i_dynamic').eval()
+    model.switch_to_deploy()
+    x = torch.randn(2, 3, 64, 72)
+    with torch.no_grad():
+        outs = model(x)
+        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        refs = model(x)
+    for out, ref in zip(outs, refs):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_inputs_use_pytorch():
+    assert not native_i_dynamic_supported(torch.zeros(1, 4, 4, 32), 7, 4)
+    assert not native_i_dynamic_supported(torch.zeros(1, 4, 4, 12), 7, 12)
+    assert not native_i_dynamic_supported(torch.zeros(1, 4, 4, 32), 4, 32)
+    assert not native_i_dynamic_supported(
+        torch.zeros(1, 4, 4, 32, dtype=torch.float64), 7, 32)
+    # Few groups (the tests' small models): the module still works.
+    conv = InhomogeneousDynamicConv2d(16, 7, groups=4).eval()
+    x = torch.randn(1, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert conv(x).shape == x.shape
