@@ -3,8 +3,8 @@
 All models run interleaved in one process. Inference and training steps
 run in two phases (a training step frees hundreds of MiB, which would slow
 the inference step after it); in each phase every round times the GEMM peak
-(large square matmuls) and then each model once, starting one model later
-each round so that no model always runs after the same one. Ratios to Swin-T
+(large square matmuls) and then each model once, in a new random order each
+round (seeded), so that no model always runs after the same one. Ratios to Swin-T
 and shares of the GEMM peak are taken within each round and the report gives
 their medians, so that slow phases of a shared machine cancel out; img/s is
 the median over rounds.
@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -529,10 +530,13 @@ def main(argv=None):
         for e in phase:
             for _ in range(args.warmup):
                 e.step()
+        # A new random order each round (seeded: runs repeat): a model
+        # does not always follow the same one, whose freed memory or warm
+        # caches would bias it.
+        orders = random.Random(0)
         for round_index in range(args.repeats):
-            shift = round_index % len(phase)
             rate = gemm.run()
-            for e in phase[shift:] + phase[:shift]:
+            for e in orders.sample(phase, len(phase)):
                 e.gemm_rates.append(rate)
                 e.timed_step()
             print(f'{mode} round {round_index + 1}/{args.repeats}: ' +
