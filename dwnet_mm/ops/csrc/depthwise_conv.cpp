@@ -245,3 +245,12 @@ at::Tensor depthwise_conv_nhwc_weight_grad(const at::Tensor& x,
   }));
   return sums.sum(0);
 }
+
+void register_depthwise_conv(pybind11::module& m) {
+  m.def("depthwise_conv_nhwc", &depthwise_conv_nhwc, py::arg("x"),
+        py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("relu") = false);
+  m.def("depthwise_conv_nhwc_weight_grad", &depthwise_conv_nhwc_weight_grad,
+        py::arg("x"), py::arg("grad"), py::arg("kernel_size"),
+        py::arg("per_image"));
+}

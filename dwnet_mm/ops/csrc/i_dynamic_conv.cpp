@@ -296,3 +296,11 @@ at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
   }));
   return out;
 }
+
+void register_i_dynamic_conv(pybind11::module& m) {
+  m.def("i_dynamic_conv_nhwc", &i_dynamic_conv_nhwc, py::arg("x"),
+        py::arg("features"), py::arg("weight_t"), py::arg("weight_bias"),
+        py::arg("kernel_size"), py::arg("scale") = py::none(),
+        py::arg("bias") = py::none(), py::arg("relu") = false,
+        py::arg("chunk_pixels") = 128);
+}
