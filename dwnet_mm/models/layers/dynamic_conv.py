@@ -501,10 +501,11 @@ class InhomogeneousDynamicConv2d(nn.Module):
 
     A k x k kernel is predicted at every position from the local features
     (1x1 conv C -> C/r -> norm -> ReLU -> 1x1 conv -> k*k*G) and shared by
-    the channels of each of the G groups. Plain PyTorch: runs on any device
-    and dtype, and is differentiable. Without gradients, the kernels are
-    generated and applied chunk by chunk
-    (:func:`generate_and_apply_i_dynamic`), which bounds the memory.
+    the channels of each of the G groups. Runs on any device and dtype, and
+    is differentiable. Without gradients, the kernels are generated and
+    applied chunk by chunk, which bounds the memory: in the native CPU kernel
+    (:func:`dwnet_mm.ops.i_dynamic_conv_nhwc`) for channels-last fp32 CPU
+    inputs, else in :func:`generate_and_apply_i_dynamic`.
 
     Args:
         channels (int): Number of input and output channels.
