@@ -302,5 +302,5 @@ void register_i_dynamic_conv(pybind11::module& m) {
         py::arg("features"), py::arg("weight_t"), py::arg("weight_bias"),
         py::arg("kernel_size"), py::arg("scale") = py::none(),
         py::arg("bias") = py::none(), py::arg("relu") = false,
-        py::arg("chunk_pixels") = 128);
+        py::arg("chunk_pixels"));
 }
