@@ -1,6 +1,9 @@
 """The deploy form (DWNet.switch_to_deploy) and the fast inference paths."""
 import importlib.util
+import mmap
 import os
+import subprocess
+import sys
 from copy import deepcopy
 from pathlib import Path
 
@@ -449,6 +452,34 @@ def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
     assert 'D-DWNet-T (PyTorch ops)' in capsys.readouterr().out
     # The twin's steps leave the switch as they found it.
     assert 'DWNET_MM_NATIVE' not in os.environ
+
+
+def test_benchmark_counts_page_faults():
+    benchmark = _load_benchmark()
+    pages = 4096
+    memory = mmap.mmap(-1, pages * mmap.PAGESIZE)  # fresh from the kernel
+    if hasattr(mmap, 'MADV_NOHUGEPAGE'):  # one fault per 4 KiB page
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    before = benchmark.minor_faults()
+    for page in range(pages):
+        memory[page * mmap.PAGESIZE] = 1
+    assert benchmark.minor_faults() - before >= pages
+    memory.close()
+
+
+def test_benchmark_malloc_keep_in_its_own_process():
+    # A subprocess: mallopt would change this test process for good.
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'analysis' / 'benchmark.py'),
+         '--models', 'dwnet_tiny', '--deploy', '--batch-size', '1',
+         '--size', '32', '--repeats', '2', '--gemm-size', '64',
+         '--no-memory', '--malloc', 'keep'],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '- malloc: glibc, keeps freed memory' in result.stdout
+    row = next(line for line in result.stdout.splitlines()
+               if line.startswith('| DWNet-T (deploy) |'))
+    assert row.split('|')[7].strip().endswith('k')  # page faults/step
 
 
 def test_i_dynamic_layer_memory_within_twice_static():

@@ -25,6 +25,17 @@ inference); ``deploy`` is ``DWNet.switch_to_deploy()`` (BatchNorm folded,
 NHWC blocks). Swin-T and ConvNeXt-T (mmpretrain) have the ``train`` form
 only.
 
+Page faults: the process's minor page faults during each timed step (each
+a first touch of memory the C library had just taken from the kernel),
+median over rounds. With glibc's default malloc, freed blocks above its
+mmap threshold, and free memory at the top of its heap, go back to the
+kernel, so a step that allocates large tensors pays a fault per 4 KiB page
+of them on every call. ``--malloc keep`` sets glibc's ``mallopt`` so that
+the process keeps the memory it frees (no mmap blocks, no heap trimming),
+the effect of the caching allocators (jemalloc, tcmalloc) that PyTorch's
+CPU launcher (``torch.backends.xeon.run_cpu``) preloads; it applies to all
+models alike.
+
 Peak memory: the most memory held by tensors during one step above what was
 held before it (parameters, optimizer state, the input). On CUDA it is read
 from ``torch.cuda.max_memory_allocated``; on the CPU it is the running sum
@@ -35,10 +46,12 @@ memory step runs after the timing, outside it.
 """
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import platform
 import random
+import resource
 import statistics
 import sys
 import time
@@ -111,6 +124,10 @@ def parse_args(argv=None):
                         help='also compare the peak memory of the static '
                         'and the i_dynamic DW layer (first block of each '
                         'stage, inference)')
+    parser.add_argument('--malloc', choices=('system', 'keep'),
+                        default='system',
+                        help="the C library's allocator as it is, or glibc "
+                        'set to keep the memory it frees (see above)')
     parser.add_argument('--out', help='also write the results as JSON here')
     args = parser.parse_args(argv)
     if args.deploy:
@@ -118,6 +135,25 @@ def parse_args(argv=None):
     if args.timer == 'cpu' and args.device != 'cpu':
         parser.error('--timer cpu needs --device cpu')
     return args
+
+
+def keep_freed_memory():
+    """Set glibc's malloc to keep freed memory in the process: no mmap
+    blocks (``M_MMAP_MAX`` 0) and no heap trimming (``M_TRIM_THRESHOLD``
+    2 GiB)."""
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, 'gnu_get_libc_version'):
+        sys.exit('--malloc keep needs glibc (Linux); this C library has no '
+                 'mallopt to set. Preload jemalloc or tcmalloc instead, or '
+                 'leave out --malloc')
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    if not (libc.mallopt(M_MMAP_MAX, 0)
+            and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+        sys.exit('glibc refused the mallopt settings of --malloc keep')
+
+
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 # ---------------------------------------------------------------- models --
@@ -192,6 +228,7 @@ class Entry:
         self.model, self.inputs, self.labels = model, inputs, labels
         self.device = device
         self.times = []
+        self.faults = []  # minor page faults of each timed step
         self.gemm_rates = []  # the GEMM peak of each timed round
         self.optimizer = None
         if mode == 'train':
@@ -232,10 +269,12 @@ class Entry:
 
     def timed_step(self):
         synchronize(self.device)
+        faults = minor_faults()
         start = self.timer()
         self.step()
         synchronize(self.device)
         self.times.append(self.timer() - start)
+        self.faults.append(minor_faults() - faults)
 
 
 @contextlib.contextmanager
@@ -426,8 +465,8 @@ def report(env, entries, gemm, macs, memory, layer_rows):
               f'{env["input_size"]}x{env["input_size"]}, '
               f'median of {len(rows[0].times)} rounds)')
         print('| model | img/s | min-max img/s | vs Swin-T | GMAC/img | '
-              '% GEMM peak | peak memory (MiB) |')
-        print('|---|---|---|---|---|---|---|')
+              '% GEMM peak | page faults/step | peak memory (MiB) |')
+        print('|---|---|---|---|---|---|---|---|')
         for e in rows:
             rate = env['batch_size'] / statistics.median(e.times)
             spread = (env['batch_size'] / max(e.times),
@@ -444,14 +483,15 @@ def report(env, entries, gemm, macs, memory, layer_rows):
                 for t, g in zip(e.times, e.gemm_rates))
             mem = memory.get(e.key)
             mem_text = f'{mib(mem):.0f}' if mem is not None else '-'
+            faults = statistics.median(e.faults)
             print(f'| {e.label} | {rate:.2f} | {spread[0]:.2f}-'
                   f'{spread[1]:.2f} | {ratio_text} | {gmacs / 1e9:.2f} | '
-                  f'{share:.0f}% | {mem_text} |')
+                  f'{share:.0f}% | {faults / 1e3:.0f}k | {mem_text} |')
             results.append(dict(
                 model=e.name, form=e.form, mode=mode, native=e.native,
                 img_per_s=rate,
                 times_s=e.times, vs_swin_t=ratio, gmacs=gmacs / 1e9,
-                percent_gemm_peak=share,
+                percent_gemm_peak=share, page_faults=e.faults,
                 peak_memory_mib=mib(mem) if mem is not None else None))
     if layer_rows:
         print('\n## DW layer peak inference memory, first block per stage '
@@ -478,7 +518,8 @@ def report(env, entries, gemm, macs, memory, layer_rows):
     print('\nvs Swin-T: median over rounds of the ratio to Swin-T in the '
           'same round. % GEMM peak: forward MACs per image (mmengine '
           'FlopAnalyzer, training form) x img/s, x3 for a training step, '
-          'over the GEMM peak of the same round, median over rounds. Peak '
+          'over the GEMM peak of the same round, median over rounds. Page '
+          'faults: minor faults of the process during a step, median. Peak '
           'memory: tensors allocated during one step above the start (see '
           '--help).')
     return dict(environment=env, gemm_peak_gmacs=peak / 1e9,
@@ -490,8 +531,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == 'keep':
+        keep_freed_memory()
     device = torch.device(args.device)
     env = environment(args)
+    env['malloc'] = 'glibc, keeps freed memory (--malloc keep)' \
+        if args.malloc == 'keep' else 'the C library\'s default'
+
     timer = time.thread_time if args.timer == 'cpu' else time.perf_counter
     env['timer'] = 'main-thread CPU time' if args.timer == 'cpu' else \
         'wall clock'
