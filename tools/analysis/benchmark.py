@@ -537,7 +537,6 @@ def main(argv=None):
     env = environment(args)
     env['malloc'] = 'glibc, keeps freed memory (--malloc keep)' \
         if args.malloc == 'keep' else 'the C library\'s default'
-
     timer = time.thread_time if args.timer == 'cpu' else time.perf_counter
     env['timer'] = 'main-thread CPU time' if args.timer == 'cpu' else \
         'wall clock'
