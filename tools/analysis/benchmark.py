@@ -34,7 +34,9 @@ of them on every call. ``--malloc keep`` sets glibc's ``mallopt`` so that
 the process keeps the memory it frees (no mmap blocks, no heap trimming),
 the effect of the caching allocators (jemalloc, tcmalloc) that PyTorch's
 CPU launcher (``torch.backends.xeon.run_cpu``) preloads; it applies to all
-models alike.
+models alike. It is for comparing models, not for long runs: glibc does not
+always fit an aligned large block back into a freed one, so the heap can
+grow.
 
 Peak memory: the most memory held by tensors during one step above what was
 held before it (parameters, optimizer state, the input). On CUDA it is read
