@@ -434,6 +434,8 @@ def environment(args):
         device=args.device,
         batch_size=args.batch_size,
         input_size=args.size,
+        malloc='glibc, keeps freed memory (--malloc keep)'
+        if args.malloc == 'keep' else "the C library's default",
     )
     from dwnet_mm.ops import native_ops
     env['dwnet_mm_native_cpu_kernels'] = native_ops() is not None
@@ -537,8 +539,6 @@ def main(argv=None):
         keep_freed_memory()
     device = torch.device(args.device)
     env = environment(args)
-    env['malloc'] = 'glibc, keeps freed memory (--malloc keep)' \
-        if args.malloc == 'keep' else 'the C library\'s default'
     timer = time.thread_time if args.timer == 'cpu' else time.perf_counter
     env['timer'] = 'main-thread CPU time' if args.timer == 'cpu' else \
         'wall clock'
