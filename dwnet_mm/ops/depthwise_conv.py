@@ -2,7 +2,7 @@
 import torch
 from torch.autograd.function import once_differentiable
 
-from .native import native_ops
+from .native import native_ops, native_ops_for
 
 # Kernel sizes the C++ kernels are compiled for (odd: "same" padding).
 NATIVE_KERNEL_SIZES = (3, 5, 7, 9)
@@ -15,14 +15,9 @@ def native_depthwise_supported(x, kernel_size):
         x (Tensor): (N, H, W, C) input.
         kernel_size (int): k.
     """
-    # Tracing (FLOP counting, ONNX, torch.compile) sees only aten ops.
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or \
-            torch.compiler.is_compiling() or torch.is_autocast_enabled('cpu'):
-        return False
-    if x.device.type != 'cpu' or x.dtype != torch.float32 or \
-            x.shape[-1] % 8 or kernel_size not in NATIVE_KERNEL_SIZES:
-        return False
-    return native_ops() is not None
+    # native_ops_for first: tracing sees no shape test.
+    return native_ops_for(x) is not None and x.shape[-1] % 8 == 0 and \
+        kernel_size in NATIVE_KERNEL_SIZES
 
 
 def native_nhwc_view(x, kernel_size):

@@ -15,9 +15,12 @@ import platform
 import warnings
 from pathlib import Path
 
+import torch
+
 SOURCES = [
     Path(__file__).parent / 'csrc' / name
-    for name in ('bindings.cpp', 'depthwise_conv.cpp', 'i_dynamic_conv.cpp')
+    for name in ('bindings.cpp', 'activation.cpp', 'depthwise_conv.cpp',
+                 'i_dynamic_conv.cpp')
 ]
 DISABLE_ENV = 'DWNET_MM_NATIVE'
 
@@ -25,6 +28,18 @@ DISABLE_ENV = 'DWNET_MM_NATIVE'
 def native_disabled():
     """True when ``DWNET_MM_NATIVE=0`` turns the kernels off."""
     return os.environ.get(DISABLE_ENV, '1').strip() == '0'
+
+
+def native_ops_for(x):
+    """The kernels module when they can take the tensor ``x`` (fp32 on the
+    CPU, outside tracing and autocast), else None."""
+    # Tracing (FLOP counting, ONNX, torch.compile) sees only aten ops.
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or \
+            torch.compiler.is_compiling() or torch.is_autocast_enabled('cpu'):
+        return None
+    if x.device.type != 'cpu' or x.dtype != torch.float32:
+        return None
+    return native_ops()
 
 
 def build(name='dwnet_mm_cpu', sources=SOURCES):
@@ -37,7 +52,7 @@ def build(name='dwnet_mm_cpu', sources=SOURCES):
     if platform.machine().lower() not in ('x86_64', 'amd64'):
         warnings.warn(
             f'dwnet_mm: its CPU kernels are for x86-64, this machine is '
-            f'{platform.machine()}; the depth-wise convs run on PyTorch ops '
+            f'{platform.machine()}; the layers run on PyTorch ops '
             f'(set {DISABLE_ENV}=0 to silence this)')
         return None
     try:
@@ -49,22 +64,28 @@ def build(name='dwnet_mm_cpu', sources=SOURCES):
             from torch.utils.cpp_extension import load
         finally:
             logger.setLevel(level)
+        # at::parallel_for runs its loop serially in code compiled without
+        # OpenMP; linked with it, the kernels join torch's libgomp (the same
+        # soname, already loaded) and its thread count.
+        openmp = ['-fopenmp'] if torch.backends.openmp.is_available() and \
+            platform.system() == 'Linux' else []
         module = load(
             name=name,
             sources=[str(s) for s in sources],
-            extra_cflags=['-O3'],
+            extra_cflags=['-O3'] + openmp,
+            extra_ldflags=openmp,
             verbose=False)
     except Exception as error:  # a missing compiler, ninja or header
         warnings.warn(
             f'dwnet_mm: could not build its CPU kernels ({type(error).__name__}'
-            f': {error}); the depth-wise convs run on PyTorch ops, which are '
+            f': {error}); the layers run on PyTorch ops, which are '
             f'slower. Install g++ and ninja to build them, or set '
             f'{DISABLE_ENV}=0 to skip the build')
         return None
     if not module.cpu_supported():
         warnings.warn(
             'dwnet_mm: this CPU lacks AVX2/FMA, which its CPU kernels need; '
-            'the depth-wise convs run on PyTorch ops')
+            'the layers run on PyTorch ops')
         return None
     return module
 

@@ -15,10 +15,10 @@ the median over rounds.
         --layer-memory --out benchmark.json                  # quiet machine
     python tools/analysis/benchmark.py --threads 1 --timer cpu  # busy one
 
-DWNet's depth-wise convs run in dwnet_mm's native CPU kernels where they
-can (see ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of every DWNet run
-that uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` around its steps),
-so the kernels' gain is measured in the same rounds.
+DWNet's depth-wise convs and MLPs run in dwnet_mm's native CPU kernels
+where they can (see ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of
+every DWNet run that uses PyTorch's ops instead (``DWNET_MM_NATIVE=0``
+around its steps), so the kernels' gain is measured in the same rounds.
 
 Forms: ``train`` is the model as trained (BatchNorm layers, eval mode for
 inference); ``deploy`` is ``DWNet.switch_to_deploy()`` (BatchNorm folded,

@@ -23,17 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
-                          native_depthwise_supported,
+from dwnet_mm.ops import (MLP_CHUNK_ELEMENTS, bias_activation_,
+                          depthwise_conv_nhwc, i_dynamic_conv_nhwc,
+                          mlp_chunk_rows, native_depthwise_supported,
                           native_i_dynamic_supported)
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
                            generate_and_apply_i_dynamic,
                            inhomogeneous_dynamic_conv)
-
-# Elements of the MLP hidden activations held at once in inference: row
-# chunks of this size stay in cache between fc1, GELU and fc2, and one
-# buffer serves every chunk of every block.
-MLP_CHUNK_ELEMENTS = 1 << 21
 
 
 def _inference(*tensors):
@@ -91,13 +87,10 @@ def residual_mlp(x, fc1, fc2, inplace=False, workspace=None):
     if not inplace:
         rows = rows.clone()
     hidden_width = fc1.out_features
-    # Equal chunks: a small last chunk would run at a poor GEMM speed.
     # Chunks keep the hidden rows in a CPU's cache; a GPU gains nothing
     # from them and loses on the smaller GEMMs.
-    max_rows = max(1, MLP_CHUNK_ELEMENTS // hidden_width) \
+    chunk_rows = mlp_chunk_rows(rows.shape[0], hidden_width) \
         if x.device.type == 'cpu' else rows.shape[0]
-    num_chunks = -(-rows.shape[0] // max_rows)
-    chunk_rows = -(-rows.shape[0] // num_chunks)
     if workspace is None or workspace.numel() < chunk_rows * hidden_width:
         workspace = rows.new_empty(chunk_rows * hidden_width)
     weight_t = fc1.weight.t()
@@ -105,11 +98,8 @@ def residual_mlp(x, fc1, fc2, inplace=False, workspace=None):
         chunk = rows[start:start + chunk_rows]
         hidden = workspace[:chunk.shape[0] * hidden_width].view(
             chunk.shape[0], hidden_width)
-        if fc1.bias is None:
-            torch.mm(chunk, weight_t, out=hidden)
-        else:
-            torch.addmm(fc1.bias, chunk, weight_t, out=hidden)
-        torch.ops.aten.gelu_(hidden)
+        torch.mm(chunk, weight_t, out=hidden)
+        bias_activation_(hidden, fc1.bias, 'gelu')
         _accumulate_linear(chunk, hidden, fc2)
     return rows.view(x.shape)
 

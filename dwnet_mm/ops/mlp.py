@@ -1,0 +1,181 @@
+"""The MLP ``fc2(gelu(fc1(x)))`` with the native CPU kernels, in row chunks.
+
+Each chunk's hidden activations stay in cache between the GEMMs and the
+GELU, which then runs as a native kernel (PyTorch's exact GELU is bound by
+arithmetic, 2-3x slower). For training, only ``fc1``'s output is kept for
+the backward, which recomputes the GELU per chunk and writes the hidden
+gradient over it, so no (rows, hidden) tensor is allocated beyond the
+forward's one.
+"""
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .native import native_ops_for
+
+# Hidden activations per chunk (8 MiB in fp32): in the CPU's last-level
+# cache, and rows enough for fast GEMMs; 2^19 and 2^17 were slower in a
+# DWNet-T training step (2 threads).
+MLP_CHUNK_ELEMENTS = 1 << 21
+
+# The activation codes of the C++ kernel.
+ACTIVATIONS = {'none': 0, 'relu': 1, 'gelu': 2}
+
+
+def mlp_chunk_rows(rows, width):
+    """Rows per chunk for ``rows`` rows of ``width`` hidden values: equal
+    chunks of at most :data:`MLP_CHUNK_ELEMENTS` (a small last chunk would
+    run at a poor GEMM speed)."""
+    max_rows = max(1, MLP_CHUNK_ELEMENTS // width)
+    num_chunks = max(1, -(-rows // max_rows))
+    return max(1, -(-rows // num_chunks))
+
+
+def bias_activation_(x, bias=None, activation='none', out=None):
+    """``x += bias`` and ``out = activation(x)``, in one pass.
+
+    Without autograd (it writes into its arguments); the native kernels for
+    contiguous fp32 CPU tensors, else PyTorch ops.
+
+    Args:
+        x (Tensor): Input, its last dim the channels; updated in place.
+        bias (Tensor, optional): (C, ) bias. Defaults to None.
+        activation (str): 'none', 'relu' or 'gelu' (exact). Defaults to
+            'none'.
+        out (Tensor, optional): Where the activation goes, shaped like
+            ``x``. Defaults to None: into ``x``.
+
+    Returns:
+        Tensor: ``out``, or ``x``.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'Unknown activation {activation!r}; choose one '
+                         f'of {sorted(ACTIVATIONS)}')
+    ops = native_ops_for(x)
+    if ops is not None and x.is_contiguous() and (
+            out is None or out.is_contiguous()) and (bias is None
+                                                     or bias.dtype == x.dtype):
+        ops.bias_activation(x, None if bias is None else bias.contiguous(),
+                            ACTIVATIONS[activation], out)
+        return x if out is None else out
+    if bias is not None:
+        x.add_(bias)
+    out = x if out is None else out.copy_(x)
+    if activation == 'relu':
+        out.relu_()
+    elif activation == 'gelu':
+        torch.ops.aten.gelu_(out)
+    return out
+
+
+def _forward_chunks(x, w1, b1, w2, b2, hidden=None):
+    """``fc2(gelu(fc1(x)))`` of 2-D ``x``; ``fc1(x)`` (with its bias) is
+    kept in ``hidden`` (rows, width) where given."""
+    rows, width = x.shape[0], w1.shape[0]
+    step = mlp_chunk_rows(rows, width)
+    out = x.new_empty(rows, w2.shape[0])
+    buffer = x.new_empty(step, width)
+    for start in range(0, rows, step):
+        chunk = x[start:start + step]
+        act = buffer[:chunk.shape[0]]
+        if hidden is None:
+            bias_activation_(torch.mm(chunk, w1.t(), out=act), b1, 'gelu')
+        else:
+            h = torch.mm(chunk, w1.t(), out=hidden[start:start + step])
+            bias_activation_(h, b1, 'gelu', out=act)
+        if b2 is None:
+            torch.mm(act, w2.t(), out=out[start:start + step])
+        else:
+            torch.addmm(b2, act, w2.t(), out=out[start:start + step])
+    return out
+
+
+class GeluMlpFunction(torch.autograd.Function):
+    """Differentiable :func:`gelu_mlp` on 2-D fp32 CPU ``x``.
+
+    Its backward overwrites the saved ``fc1`` output with the hidden
+    gradient, so it runs once per forward (no ``retain_graph`` reruns;
+    gradient checkpointing recomputes the forward and is fine).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        hidden = x.new_empty(x.shape[0], w1.shape[0])
+        out = _forward_chunks(x, w1, b1, w2, b2, hidden)
+        ctx.save_for_backward(x, hidden, w1, w2)
+        ctx.has_bias = b1 is not None, b2 is not None
+        ctx.used = False
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        if ctx.used:
+            raise RuntimeError(
+                'The dwnet_mm MLP backward ran twice on one graph; it '
+                'overwrites its saved activations. Run the forward again '
+                'instead of backward(retain_graph=True), or set '
+                'DWNET_MM_NATIVE=0 for the PyTorch MLP.')
+        ctx.used = True
+        x, hidden, w1, w2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        ops = native_ops_for(x)
+        grad_out = grad_out.contiguous()
+        rows, width = hidden.shape
+        step = mlp_chunk_rows(rows, width)
+        buffer = x.new_empty(step, width)
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w2 = None
+        for start in range(0, rows, step):
+            h = hidden[start:start + step]
+            g = grad_out[start:start + step]
+            buf = buffer[:h.shape[0]]
+            if need_w2:
+                ops.bias_activation(h, None, ACTIVATIONS['gelu'], buf)
+                if grad_w2 is None:
+                    grad_w2 = torch.mm(g.t(), buf)
+                else:
+                    grad_w2.addmm_(g.t(), buf)
+            torch.mm(g, w2, out=buf)
+            ops.gelu_backward_out(buf, h, h)
+            if need_x:
+                torch.mm(h, w1, out=grad_x[start:start + step])
+        # `hidden` holds the gradient of fc1's output now.
+        grad_w1 = hidden.t().mm(x) if need_w1 else None
+        grad_b1 = hidden.sum(0) if ctx.has_bias[0] and need_b1 else None
+        grad_b2 = grad_out.sum(0) if ctx.has_bias[1] and need_b2 else None
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def native_mlp_supported(x, fc1, fc2):
+    """Whether :func:`gelu_mlp` runs the native kernels for ``x``."""
+    params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+              if p is not None]
+    return native_ops_for(x) is not None and all(
+        p.device == x.device and p.dtype == x.dtype for p in params)
+
+
+def gelu_mlp(x, fc1, fc2):
+    """``fc2(gelu(fc1(x)))`` over the last dim of ``x`` (exact GELU).
+
+    In row chunks with the native kernels where they take ``x`` (fp32 on
+    the CPU, outside tracing and autocast), else with PyTorch ops.
+
+    Args:
+        x (Tensor): (..., C) input.
+        fc1 (nn.Linear): C -> hidden.
+        fc2 (nn.Linear): hidden -> C_out.
+
+    Returns:
+        Tensor: (..., C_out), contiguous.
+    """
+    if not native_mlp_supported(x, fc1, fc2):
+        return fc2(F.gelu(fc1(x)))
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    args = (rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad
+                                       for a in args):
+        out = GeluMlpFunction.apply(*args)
+    else:
+        out = _forward_chunks(*args)
+    return out.view(*x.shape[:-1], out.shape[-1])

@@ -1,0 +1,205 @@
+"""The native MLP (row chunks, native GELU) and bias + activation kernels
+against fp64 PyTorch, and the kernels' threading."""
+import platform
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import dwnet_mm.ops.mlp as mlp_ops
+from dwnet_mm.models.layers import Mlp
+from dwnet_mm.ops import (bias_activation_, gelu_mlp, native_mlp_supported,
+                          native_ops)
+
+X86 = platform.machine().lower() in ('x86_64', 'amd64')
+needs_native = pytest.mark.skipif(
+    not X86, reason='the native kernels are x86-64 only')
+
+# fp32 GELU's own error is 4e-7 (torch's erf); the rational erf adds as much.
+GELU_ATOL = 1.5e-6
+
+
+@needs_native
+def test_kernels_run_on_torchs_threads():
+    # Compiled without OpenMP, at::parallel_for runs serially: every kernel
+    # would use one thread whatever torch.set_num_threads says.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert native_ops().parallel_threads(64) == 2
+        torch.set_num_threads(1)
+        assert native_ops().parallel_threads(64) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_native
+@pytest.mark.parametrize('activation', ['none', 'relu', 'gelu'])
+@pytest.mark.parametrize('shape', [(3001, 96), (257, 13), (5, ), (70001, )])
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_bias_activation_in_place(activation, shape, with_bias):
+    # Odd widths and lengths: partial vectors, and (without a bias) the
+    # flat split's tail.
+    torch.manual_seed(0)
+    x = torch.randn(*shape) * 3
+    bias = torch.randn(shape[-1]) if with_bias else None
+    expected = x.double() + (0 if bias is None else bias.double())
+    expected = {'none': lambda t: t, 'relu': F.relu,
+                'gelu': F.gelu}[activation](expected)
+    out = bias_activation_(x, bias, activation)
+    assert out is x
+    torch.testing.assert_close(x.double(), expected, atol=GELU_ATOL * 10,
+                               rtol=0)
+
+
+@needs_native
+def test_bias_activation_into_out_keeps_the_sum():
+    torch.manual_seed(0)
+    x = torch.randn(100, 40)
+    bias = torch.randn(40)
+    out = torch.empty_like(x)
+    expected_sum = x + bias
+    assert bias_activation_(x, bias, 'gelu', out=out) is out
+    torch.testing.assert_close(x, expected_sum, atol=0, rtol=0)
+    torch.testing.assert_close(out.double(), F.gelu(expected_sum.double()),
+                               atol=GELU_ATOL * 10, rtol=0)
+
+
+@needs_native
+def test_gelu_over_the_whole_range_and_special_values():
+    x = torch.cat([torch.linspace(-30, 30, 600_003),
+                   torch.tensor([0., -0., 1e-30, float('inf'), -1e30])])
+    y = bias_activation_(x.clone(), None, 'gelu')
+    finite = x[:-5].double()
+    err = (y[:-5].double() - F.gelu(finite)).abs()
+    # Relative to max(1, |x|): GELU grows like x.
+    assert (err / finite.abs().clamp_min(1)).max() < GELU_ATOL
+    assert (y[:-5][x[:-5] < -6] == 0).all()
+    assert y[-5] == 0 and y[-3] == pytest.approx(0.5e-30)
+    assert y[-2] == float('inf') and y[-1] == 0
+    assert bias_activation_(torch.tensor([float('nan')]), None,
+                            'gelu').isnan().all()
+
+
+@needs_native
+def test_gelu_backward_kernel_against_fp64_autograd():
+    x = torch.cat([torch.linspace(-20, 20, 40_001), torch.randn(13)])
+    grad = torch.randn_like(x)
+    out = torch.empty_like(x)
+    native_ops().gelu_backward_out(grad, x, out)
+    x64 = x.double().requires_grad_()
+    F.gelu(x64).backward(grad.double())
+    assert (out.double() - x64.grad).abs().max() < GELU_ATOL * grad.abs().max()
+
+
+def test_bias_activation_fallback_and_bad_name():
+    x = torch.randn(7, 6, dtype=torch.float64)
+    bias = torch.randn(6, dtype=torch.float64)
+    expected = F.gelu(x + bias)
+    torch.testing.assert_close(bias_activation_(x, bias, 'gelu'), expected)
+    with pytest.raises(ValueError, match="Unknown activation 'silu'"):
+        bias_activation_(x, bias, 'silu')
+
+
+@needs_native
+def test_bias_activation_rejects_a_wrong_bias_size():
+    with pytest.raises(RuntimeError, match='bias must have 8 elements'):
+        bias_activation_(torch.randn(4, 8), torch.randn(5), 'relu')
+
+
+def _fp64_twin(fc1, fc2):
+    twins = nn.Linear(fc1.in_features, fc1.out_features,
+                      bias=fc1.bias is not None).double(), \
+        nn.Linear(fc2.in_features, fc2.out_features,
+                  bias=fc2.bias is not None).double()
+    twins[0].load_state_dict(fc1.state_dict())
+    twins[1].load_state_dict(fc2.state_dict())
+    return twins
+
+
+@needs_native
+@pytest.mark.parametrize('chunk_elements', [1000, 1 << 21])
+@pytest.mark.parametrize('bias', [True, False])
+def test_mlp_forward_backward_against_fp64(monkeypatch, chunk_elements,
+                                           bias):
+    # 1000 elements: 10 rows per chunk, 13 chunks with a short last one.
+    monkeypatch.setattr(mlp_ops, 'MLP_CHUNK_ELEMENTS', chunk_elements)
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(24, 96, bias=bias), nn.Linear(96, 16, bias=bias)
+    x = torch.randn(2, 7, 9, 24, requires_grad=True)
+    assert native_mlp_supported(x, fc1, fc2)
+    y = gelu_mlp(x, fc1, fc2)
+    assert y.shape == (2, 7, 9, 16)
+    assert 'GeluMlpFunction' in type(y.grad_fn.next_functions[0][0]).__name__
+    grad = torch.randn_like(y)
+    y.backward(grad)
+
+    f1, f2 = _fp64_twin(fc1, fc2)
+    x64 = x.detach().double().requires_grad_()
+    y64 = f2(F.gelu(f1(x64)))
+    y64.backward(grad.double())
+    torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)
+    pairs = [(x.grad, x64.grad), (fc1.weight.grad, f1.weight.grad),
+             (fc2.weight.grad, f2.weight.grad)]
+    if bias:
+        pairs += [(fc1.bias.grad, f1.bias.grad), (fc2.bias.grad, f2.bias.grad)]
+    for got, expected in pairs:
+        torch.testing.assert_close(got.double(), expected, atol=1e-5,
+                                   rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            gelu_mlp(x, fc1, fc2).double(), y64, atol=1e-5, rtol=1e-5)
+
+
+@needs_native
+def test_mlp_skips_the_gradients_nobody_needs():
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(8, 32), nn.Linear(32, 8)
+    fc1.requires_grad_(False)
+    x = torch.randn(5, 8)
+    gelu_mlp(x, fc1, fc2).sum().backward()
+    assert fc1.weight.grad is None and fc1.bias.grad is None
+    assert fc2.weight.grad is not None and fc2.bias.grad is not None
+    expected = torch.autograd.grad(fc2(F.gelu(fc1(x))).sum(), fc2.weight)[0]
+    torch.testing.assert_close(fc2.weight.grad, expected)
+
+
+@needs_native
+def test_mlp_backward_twice_is_an_error():
+    fc1, fc2 = nn.Linear(8, 32), nn.Linear(32, 8)
+    y = gelu_mlp(torch.randn(3, 8, requires_grad=True), fc1, fc2).sum()
+    y.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match='ran twice.*retain_graph'):
+        y.backward()
+
+
+def test_mlp_runs_pytorch_ops_where_the_kernels_cannot():
+    fc1, fc2 = nn.Linear(8, 32).double(), nn.Linear(32, 8).double()
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    assert not native_mlp_supported(x, fc1, fc2)
+    y = gelu_mlp(x, fc1, fc2)
+    torch.testing.assert_close(y, fc2(F.gelu(fc1(x))), atol=0, rtol=0)
+
+
+@needs_native
+def test_block_mlp_trains_like_the_pytorch_one(monkeypatch):
+    # The training-form block MLP on channels-last NCHW, against the same
+    # layers on PyTorch ops (DWNET_MM_NATIVE=0).
+    torch.manual_seed(0)
+    mlp = Mlp(16)
+    x = torch.randn(2, 16, 5, 6).to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = mlp(x)
+    y.square().sum().backward()
+    native_grads = [x.grad] + [p.grad for p in mlp.parameters()]
+    x2 = x.detach().clone().requires_grad_()
+    mlp.zero_grad()
+    monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+    y2 = mlp(x2)
+    assert 'GeluMlp' not in str(y2.grad_fn.next_functions)
+    y2.square().sum().backward()
+    torch.testing.assert_close(y, y2, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(native_grads,
+                             [x2.grad] + [p.grad for p in mlp.parameters()]):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
