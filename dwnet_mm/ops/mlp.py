@@ -136,6 +136,8 @@ class GeluMlpFunction(torch.autograd.Function):
                     grad_w2 = torch.mm(g.t(), buf)
                 else:
                     grad_w2.addmm_(g.t(), buf)
+            if not (need_x or need_w1 or need_b1):
+                continue  # fc1 frozen and x a leaf: no hidden gradient
             torch.mm(g, w2, out=buf)
             ops.gelu_backward_out(buf, h, h)
             if need_x:

@@ -73,7 +73,8 @@ def build(name='dwnet_mm_cpu', sources=SOURCES):
             name=name,
             sources=[str(s) for s in sources],
             extra_cflags=['-O3'] + openmp,
-            extra_ldflags=openmp,
+            # A copy: torch appends its libraries to this list in place.
+            extra_ldflags=list(openmp),
             verbose=False)
     except Exception as error:  # a missing compiler, ninja or header
         warnings.warn(
