@@ -2,14 +2,16 @@
 interfaces."""
 from .depthwise_conv import (depthwise_conv_nhwc, native_depthwise_supported,
                              native_nhwc_view)
-from .i_dynamic_conv import i_dynamic_conv_nhwc, native_i_dynamic_supported
+from .i_dynamic_conv import (i_dynamic_conv_nhwc, interleaved_channels,
+                             native_i_dynamic_supported)
 from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, gelu_mlp,
                   mlp_chunk_rows, native_mlp_supported)
 from .native import native_disabled, native_ops, native_ops_for
 
 __all__ = [
     'MLP_CHUNK_ELEMENTS', 'bias_activation_', 'depthwise_conv_nhwc',
-    'gelu_mlp', 'i_dynamic_conv_nhwc', 'mlp_chunk_rows',
+    'gelu_mlp', 'i_dynamic_conv_nhwc', 'interleaved_channels',
+    'mlp_chunk_rows',
     'native_depthwise_supported', 'native_disabled',
     'native_i_dynamic_supported', 'native_mlp_supported', 'native_nhwc_view',
     'native_ops', 'native_ops_for'

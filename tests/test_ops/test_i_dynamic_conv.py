@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from dwnet_mm.models import DWNet
-from dwnet_mm.models.layers import InhomogeneousDynamicConv2d
-from dwnet_mm.ops import i_dynamic_conv_nhwc, native_i_dynamic_supported
+from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
+                                    InhomogeneousDynamicConv2d)
+from dwnet_mm.ops import (i_dynamic_conv_nhwc, interleaved_channels,
+                          native_i_dynamic_supported)
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
@@ -64,6 +66,69 @@ def test_matches_unfold_reference(N, H, W, C, G, k, affine):
     relu = i_dynamic_conv_nhwc(x, hidden, weight, bias, k, G, scale,
                                out_bias, relu=True)
     torch.testing.assert_close(relu, out.clamp_min(0), rtol=0, atol=0)
+
+
+def test_interleaved_channel_order():
+    # C = 6, G = 2: channel s of group g is g * 3 + s; interleaved index
+    # s * 2 + g.
+    assert interleaved_channels(6, 2).tolist() == [0, 3, 1, 4, 2, 5]
+    assert interleaved_channels(8, 8).tolist() == list(range(8))
+
+
+@needs_native
+@pytest.mark.parametrize('N,H,W,C,G,k',
+                         [case for case in CASES if case[4] % 8 == 0])
+def test_interleaved_order_matches_reference(N, H, W, C, G, k):
+    # 1, 2, 3, 4, 6 and 24 channels per group: every register tile width.
+    torch.manual_seed(4)
+    x = torch.randn(N, H, W, C)
+    hidden = torch.randn(N, H, W, C // 4 + 1)
+    weight = torch.randn(G * k * k, hidden.shape[-1]) * 0.2
+    bias = torch.randn(G * k * k)
+    scale, out_bias = torch.rand(C) + 0.5, torch.randn(C)
+    order = interleaved_channels(C, G)
+    assert native_i_dynamic_supported(x, k, G, interleaved=True)
+    out = i_dynamic_conv_nhwc(x[..., order].contiguous(), hidden, weight,
+                              bias, k, G, scale[order], out_bias[order],
+                              relu=True, interleaved=True)
+    want = reference(x, hidden, weight, bias, k, G, scale, out_bias)
+    torch.testing.assert_close(out.double(), want[..., order].clamp_min(0),
+                               rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_interleaved_order_needs_groups_of_eight():
+    x = torch.randn(1, 5, 8, 96)
+    assert native_i_dynamic_supported(x, 7, 12)
+    assert not native_i_dynamic_supported(x, 7, 12, interleaved=True)
+    hidden = torch.randn(1, 5, 8, 4)
+    weight = torch.randn(12 * 49, 4)
+    with pytest.raises(RuntimeError, match='multiple of 8'):
+        i_dynamic_conv_nhwc(x, hidden, weight, None, 7, 12, interleaved=True)
+
+
+@needs_native
+@pytest.mark.parametrize('channels', [96, 192])
+def test_deploy_block_runs_the_interleaved_kernel(channels, monkeypatch):
+    # DWNet-T's first two stages (3 and 6 channels per group): the deploy
+    # block reorders its 1x1 convs around the kernel; its output must equal
+    # the training form's on PyTorch ops.
+    torch.manual_seed(5)
+    block = DWNetBlock(channels, conv_type='i_dynamic').eval()
+    for m in block.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+    deployed = DeployDWNetBlock.from_block(block)
+    x = torch.randn(2, 9, 11, channels)
+    with torch.no_grad():
+        assert deployed.depthwise.interleaved_order(x) is not None
+        out = deployed.forward_nhwc(x)
+        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        assert deployed.depthwise.interleaved_order(x) is None
+        ref = block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 @needs_native

@@ -9,7 +9,9 @@ with a matmul for every 1x1 conv, so that no block converts layouts:
   depth-wise kernel and bias (static), into the kernel generator's last
   layer and the static bias (dynamic), or into a per-channel input scale
   and output bias of the chunked kernel application (i_dynamic); the
-  generators' own BN goes into their first layer;
+  generators' own BN goes into their first layer. The native i_dynamic
+  kernel runs in the interleaved channel order, which the 1x1 convs around
+  it produce and take back at no cost (their weights are reordered);
 * ``pointwise_out`` (1x1 conv -> BN) + residual: one linear + add;
 * BN -> MLP: the BN goes into ``fc1``; ``fc2`` + residual: one linear + add.
 
@@ -18,6 +20,8 @@ autograd, activations and residual adds run in place and the MLP runs in
 row chunks whose hidden activations stay in cache; with autograd the same
 layers run out of place (the deploy form stays differentiable).
 """
+from typing import NamedTuple, Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +29,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.ops import (MLP_CHUNK_ELEMENTS, bias_activation_,
                           depthwise_conv_nhwc, i_dynamic_conv_nhwc,
-                          mlp_chunk_rows, native_depthwise_supported,
+                          interleaved_channels, mlp_chunk_rows,
+                          native_depthwise_supported,
                           native_i_dynamic_supported)
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
                            generate_and_apply_i_dynamic,
@@ -45,6 +50,16 @@ def _fast_path(*tensors):
     tensors = [t for t in tensors if t is not None]
     return _inference(*tensors) and not torch.is_autocast_enabled(
         tensors[0].device.type) and len({t.dtype for t in tensors}) == 1
+
+
+class LinearWeights(NamedTuple):
+    """The weight and bias of a linear layer, e.g. one with its channels
+    reordered; callable like ``nn.Linear``."""
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+
+    def __call__(self, x):
+        return F.linear(x, self.weight, self.bias)
 
 
 def linear_relu(x, linear):
@@ -330,8 +345,30 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
         module.bias = _param(shift, like)
         return module
 
-    def forward(self, x):
-        """(N, H, W, C) -> (N, H, W, C)."""
+    def interleaved_order(self, x):
+        """The channel order of the fast native kernel
+        (:func:`dwnet_mm.ops.interleaved_channels`) where it runs for the NHWC
+        input ``x``, else None."""
+        if not _fast_path(x, self.conv1.weight, self.conv2.weight) or \
+                not native_i_dynamic_supported(
+                    x, self.kernel_size, self.groups, interleaved=True):
+            return None
+        return interleaved_channels(x.shape[-1], self.groups, x.device)
+
+    def forward(self, x, order=None):
+        """(N, H, W, C) -> (N, H, W, C).
+
+        Args:
+            x (Tensor): Input.
+            order (Tensor, optional): :meth:`interleaved_order`, where ``x``
+                and the output are in that channel order. Defaults to None.
+        """
+        if order is not None:
+            conv1 = LinearWeights(self.conv1.weight[:, order], self.conv1.bias)
+            return i_dynamic_conv_nhwc(
+                x, linear_relu(x, conv1), self.conv2.weight, self.conv2.bias,
+                self.kernel_size, self.groups, self.input_scale[order],
+                self.bias[order], relu=True, interleaved=True)
         B, H, W, C = x.shape
         hidden = linear_relu(x, self.conv1)
         x_nchw = x.permute(0, 3, 1, 2)
@@ -441,8 +478,26 @@ class DeployDWNetBlock(nn.Module):
         if self.pad_to_window:
             k = self.kernel_size
             y = F.pad(x, (0, 0, 0, -W % k, 0, -H % k))
-        y = self.depthwise(linear_relu(y, self.pointwise_in))
+        y, pointwise_out = self.mix(y)
         if self.pad_to_window:
             y = y[:, :H, :W]
-        x = residual_linear(x, y, self.pointwise_out, inplace)
+        x = residual_linear(x, y, pointwise_out, inplace)
         return residual_mlp(x, self.fc1, self.fc2, True, workspace)
+
+    def mix(self, x):
+        """``depthwise(pointwise_in(x))`` and the ``pointwise_out`` layer for
+        it: reordered when the depth-wise op runs in another channel order
+        (I-Dynamic, see :meth:`FoldedInhomogeneousDynamicConv2d.forward`)."""
+        order = None
+        if isinstance(self.depthwise, FoldedInhomogeneousDynamicConv2d):
+            order = self.depthwise.interleaved_order(x)
+        if order is None:
+            return (self.depthwise(linear_relu(x, self.pointwise_in)),
+                    self.pointwise_out)
+        bias = self.pointwise_in.bias
+        pointwise_in = LinearWeights(self.pointwise_in.weight[order],
+                                     None if bias is None else bias[order])
+        pointwise_out = LinearWeights(self.pointwise_out.weight[:, order],
+                                      self.pointwise_out.bias)
+        return (self.depthwise(linear_relu(x, pointwise_in), order),
+                pointwise_out)

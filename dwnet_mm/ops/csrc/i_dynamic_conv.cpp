@@ -8,6 +8,13 @@
 // kernel vector of eight channels, so the kernels are never expanded to
 // channels. T pixels of a row are computed together, so that each input
 // vector is loaded once for all of them; taps in the padding are skipped.
+//
+// In the interleaved channel order (channel s * G + g is the s-th of group
+// g) eight consecutive channels belong to eight consecutive groups, so a
+// kernel vector is one plain load, shared by the C / G vectors of those
+// groups: no permutation, which bounds the grouped order to one FMA per
+// cycle. The deploy form gets this order for free by reordering the
+// weights of the 1x1 convs around the op.
 #if !defined(__x86_64__)
 #error "the dwnet_mm CPU kernels are written for x86-64 (AVX2 + FMA)"
 #endif
@@ -66,14 +73,16 @@ struct RowView {
   int i0, i1;            // the kernel rows inside the image
 };
 
+// NB vectors of 8 channels, the n-th from channel c + n * stride.
 template <int NB>
 __attribute__((target("avx2,fma"))) inline void store_blocks(
-    const __m256* acc, int64_t c, const Epilogue& ep, float* out) {
+    const __m256* acc, int64_t c, const Epilogue& ep, float* out,
+    int64_t stride = kLanes) {
   const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     __m256 v = acc[n];
-    const int64_t cn = c + n * kLanes;
+    const int64_t cn = c + n * stride;
     if (ep.scale) v = _mm256_mul_ps(v, _mm256_loadu_ps(ep.scale + cn));
     if (ep.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(ep.bias + cn));
     if (ep.relu) v = _mm256_max_ps(v, zero);
@@ -203,13 +212,14 @@ __attribute__((target("avx2,fma"))) int64_t interior_tiles(
   return w;
 }
 
-// Pixels [begin, end) of the flat N * H * W pixels; kernels holds those
-// from kernel_offset on.
-template <int K>
-__attribute__((target("avx2,fma"))) void i_dynamic_pixels(
+// Calls row_fn(row, w_start, w_end) for the pixels [begin, end) of the flat
+// N * H * W pixels, a row piece at a time; kernels holds those from
+// kernel_offset on.
+template <int K, class RowFn>
+__attribute__((target("avx2,fma"))) void for_each_row(
     const float* x, const float* kernels, float* out, int64_t H, int64_t W,
     int64_t C, int64_t G, int64_t kernel_offset, int64_t begin, int64_t end,
-    const BlockGroups& bg, const Epilogue& ep) {
+    RowFn row_fn) {
   constexpr int p = K / 2;
   int64_t pixel = begin;
   while (pixel < end) {
@@ -224,27 +234,143 @@ __attribute__((target("avx2,fma"))) void i_dynamic_pixels(
     row.x = x + ((n * H + h - p + row.i0) * W - p) * C;
     row.kernels = kernels + (pixel - w_start - kernel_offset) * K * K * G;
     row.out = out + (pixel - w_start) * C;
-    int64_t w = w_start;
-    for (; w < w_end && w < p; ++w) pixel_all_blocks(row, K, w, bg, ep);
-    // The groups of DWNet (32) and of small models get the tiles.
-    switch (G) {
-      case 8: w = interior_tiles<K, 8>(row, w, w_end, bg, ep); break;
-      case 16: w = interior_tiles<K, 16>(row, w, w_end, bg, ep); break;
-      case 32: w = interior_tiles<K, 32>(row, w, w_end, bg, ep); break;
-      case 64: w = interior_tiles<K, 64>(row, w, w_end, bg, ep); break;
-      default: break;
-    }
-    for (; w < w_end; ++w) pixel_all_blocks(row, K, w, bg, ep);
+    row_fn(row, w_start, w_end);
     pixel += w_end - w_start;
   }
+}
+
+// Columns [w, w_end) of a row, channels in the grouped order.
+template <int K>
+__attribute__((target("avx2,fma"))) void grouped_row(const RowView& row,
+                                                     int64_t w, int64_t w_end,
+                                                     const BlockGroups& bg,
+                                                     const Epilogue& ep) {
+  constexpr int p = K / 2;
+  for (; w < w_end && w < p; ++w) pixel_all_blocks(row, K, w, bg, ep);
+  // The groups of DWNet (32) and of small models get the tiles.
+  switch (row.G) {
+    case 8: w = interior_tiles<K, 8>(row, w, w_end, bg, ep); break;
+    case 16: w = interior_tiles<K, 16>(row, w, w_end, bg, ep); break;
+    case 32: w = interior_tiles<K, 32>(row, w, w_end, bg, ep); break;
+    case 64: w = interior_tiles<K, 64>(row, w, w_end, bg, ep); break;
+    default: break;
+  }
+  for (; w < w_end; ++w) pixel_all_blocks(row, K, w, bg, ep);
+}
+
+// ---- the interleaved channel order: channel s * G + g ----------------------
+
+// One pixel (any position), the 8 groups from g0 and NB channel vectors
+// from s0: acc[n] covers channels (s0 + n) * G + g0 + [0, 8).
+template <int NB>
+__attribute__((target("avx2,fma"))) inline void interleaved_pixel(
+    const RowView& row, int K, int64_t w, int64_t g0, int64_t s0,
+    const Epilogue& ep) {
+  const int p = K / 2;
+  const int j0 = static_cast<int>(std::max<int64_t>(0, p - w));
+  const int j1 = static_cast<int>(std::min<int64_t>(K, row.W + p - w));
+  const int64_t C = row.C, G = row.G;
+  __m256 acc[NB];
+#pragma GCC unroll 8
+  for (int n = 0; n < NB; ++n) acc[n] = _mm256_setzero_ps();
+  const float* kern = row.kernels + w * K * K * G + g0;
+  // Pointer arithmetic only: padding columns are never dereferenced.
+  const float* x = row.x + w * C + s0 * G + g0;
+  for (int i = row.i0; i < row.i1; ++i)
+    for (int j = j0; j < j1; ++j) {
+      const __m256 kv = _mm256_loadu_ps(kern + (i * K + j) * G);
+      const float* xp = x + (i - row.i0) * row.row_stride + j * C;
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n)
+        acc[n] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(xp + n * G), acc[n]);
+    }
+  store_blocks<NB>(acc, s0 * G + g0, ep, row.out + w * C, G);
+}
+
+// T pixels from column w0, every kernel column inside the row: each kernel
+// vector is loaded once for NB input vectors, each input vector once for T
+// pixels.
+template <int K, int T, int NB>
+__attribute__((target("avx2,fma"))) inline void interleaved_tile(
+    const RowView& row, int64_t w0, int64_t g0, int64_t s0,
+    const Epilogue& ep) {
+  constexpr int K2 = K * K;
+  const int64_t C = row.C, G = row.G;
+  __m256 acc[T][NB];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[t][n] = _mm256_setzero_ps();
+  // Pixel t's tap (i, j) is at kr + (t * K2 + j) * G; with j = q - t that
+  // is kq + t * (K2 - 1) * G for kq = kr + q * G.
+  const int64_t pixel_step = (K2 - 1) * G;
+  const float* kr = row.kernels + w0 * K2 * G + g0 + row.i0 * K * G;
+  const float* xr = row.x + w0 * C + s0 * G + g0;
+  for (int i = row.i0; i < row.i1; ++i) {
+    const float* xq = xr;
+    const float* kq = kr;
+#pragma GCC unroll 16
+    for (int q = 0; q < K + T - 1; ++q) {
+      __m256 xv[NB];
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) xv[n] = _mm256_loadu_ps(xq + n * G);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const int j = q - t;
+        if (j >= 0 && j < K) {
+          const __m256 kv = _mm256_loadu_ps(kq + t * pixel_step);
+#pragma GCC unroll 8
+          for (int n = 0; n < NB; ++n)
+            acc[t][n] = _mm256_fmadd_ps(kv, xv[n], acc[t][n]);
+        }
+      }
+      xq += C;
+      kq += G;
+    }
+    xr += row.row_stride;
+    kr += K * G;
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+    store_blocks<NB>(acc[t], s0 * G + g0, ep, row.out + (w0 + t) * C, G);
+}
+
+// Columns [w, w_end) of a row, channels in the interleaved order; NB
+// divides C / G.
+template <int K, int NB>
+__attribute__((target("avx2,fma"))) void interleaved_row(const RowView& row,
+                                                         int64_t w,
+                                                         int64_t w_end,
+                                                         const Epilogue& ep) {
+  constexpr int p = K / 2;
+  const int64_t S = row.C / row.G;
+  auto pixel = [&](int64_t w) {
+    for (int64_t g0 = 0; g0 < row.G; g0 += kLanes)
+      for (int64_t s0 = 0; s0 < S; s0 += NB)
+        interleaved_pixel<NB>(row, K, w, g0, s0, ep);
+  };
+  for (; w < w_end && w < p; ++w) pixel(w);
+  for (; w + kTilePixels <= w_end && w + kTilePixels - 1 + p < row.W;
+       w += kTilePixels)
+    for (int64_t g0 = 0; g0 < row.G; g0 += kLanes)
+      for (int64_t s0 = 0; s0 < S; s0 += NB)
+        interleaved_tile<K, kTilePixels, NB>(row, w, g0, s0, ep);
+  for (; w < w_end; ++w) pixel(w);
+}
+
+// The most channel vectors per tile (at most 4) that divide S evenly.
+int vectors_per_tile(int64_t S) {
+  for (int nb = 4; nb > 1; --nb)
+    if (S % nb == 0) return nb;
+  return 1;
 }
 
 }  // namespace
 
 // kernels[p] = features[p] @ weight_t + weight_bias, laid out (k*k, G), then
 // out[n, h, w, c] = relu?(bias[c] + scale[c] * sum_ij x[n, h + i - k//2,
-// w + j - k//2, c] * kernels[p, i, j, c // (C / G)]) for every pixel p of
-// the flat N * H * W ones. Each thread generates the kernels of a chunk of
+// w + j - k//2, c] * kernels[p, i, j, group(c)]) for every pixel p of the
+// flat N * H * W ones, group(c) = c // (C / G), or c % G if `interleaved`. Each thread generates the kernels of a chunk of
 // pixels into its own buffer (a single-threaded GEMM, as it runs inside the
 // parallel region) and applies them while they are in its cache.
 at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
@@ -253,7 +379,8 @@ at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
                                int64_t kernel_size,
                                const c10::optional<at::Tensor>& scale,
                                const c10::optional<at::Tensor>& bias,
-                               bool relu, int64_t chunk_pixels) {
+                               bool relu, int64_t chunk_pixels,
+                               bool interleaved) {
   TORCH_CHECK(dwnet_mm::cpu_supported(), "this CPU lacks AVX2/FMA");
   dwnet_mm::check_nhwc(x, "x");
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
@@ -268,6 +395,9 @@ at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
   const int64_t G = weight_t.size(1) / K2;
   TORCH_CHECK(G >= kLanes && C % G == 0,
               "groups must divide C and be at least 8, got ", G);
+  TORCH_CHECK(!interleaved || G % kLanes == 0,
+              "the interleaved channel order needs groups a multiple of 8, "
+              "got ", G);
   TORCH_CHECK(chunk_pixels > 0, "chunk_pixels must be positive");
   const bool has_weight_bias =
       dwnet_mm::optional_channels(weight_bias, K2 * G, "weight_bias");
@@ -290,8 +420,27 @@ at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
                       weight_t);
       else
         at::mm_out(kernels, features.narrow(0, start, n), weight_t);
-      i_dynamic_pixels<kK>(xp, kernels.data_ptr<float>(), op, H, W, C, G,
-                           start, start, start + n, bg, ep);
+      const float* kp = kernels.data_ptr<float>();
+      auto rows = [&](auto row_fn) {
+        for_each_row<kK>(xp, kp, op, H, W, C, G, start, start, start + n,
+                         row_fn);
+      };
+      if (!interleaved) {
+        rows([&](const RowView& r, int64_t w, int64_t e) {
+          grouped_row<kK>(r, w, e, bg, ep);
+        });
+      } else {
+        switch (vectors_per_tile(C / G)) {
+          case 4: rows([&](const RowView& r, int64_t w, int64_t e) {
+                    interleaved_row<kK, 4>(r, w, e, ep); }); break;
+          case 3: rows([&](const RowView& r, int64_t w, int64_t e) {
+                    interleaved_row<kK, 3>(r, w, e, ep); }); break;
+          case 2: rows([&](const RowView& r, int64_t w, int64_t e) {
+                    interleaved_row<kK, 2>(r, w, e, ep); }); break;
+          default: rows([&](const RowView& r, int64_t w, int64_t e) {
+                     interleaved_row<kK, 1>(r, w, e, ep); });
+        }
+      }
     }
   }));
   return out;
@@ -302,5 +451,5 @@ void register_i_dynamic_conv(pybind11::module& m) {
         py::arg("features"), py::arg("weight_t"), py::arg("weight_bias"),
         py::arg("kernel_size"), py::arg("scale") = py::none(),
         py::arg("bias") = py::none(), py::arg("relu") = false,
-        py::arg("chunk_pixels"));
+        py::arg("chunk_pixels"), py::arg("interleaved") = false);
 }
