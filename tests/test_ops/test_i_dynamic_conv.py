@@ -121,9 +121,11 @@ def test_deploy_block_runs_the_interleaved_kernel(channels, monkeypatch):
             m.running_var.uniform_(0.5, 2)
             m.weight.data.uniform_(0.5, 1.5)
     deployed = DeployDWNetBlock.from_block(block)
-    x = torch.randn(2, 9, 11, channels)
+    x = torch.randn(2, 15, 17, channels)
     with torch.no_grad():
         assert deployed.depthwise.interleaved_order(x) is not None
+        # Fewer activations than reordered weights: the grouped order.
+        assert deployed.depthwise.interleaved_order(x[:1, :4]) is None
         out = deployed.forward_nhwc(x)
         monkeypatch.setenv('DWNET_MM_NATIVE', '0')
         assert deployed.depthwise.interleaved_order(x) is None

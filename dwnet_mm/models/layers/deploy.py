@@ -353,7 +353,14 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
                 not native_i_dynamic_supported(
                     x, self.kernel_size, self.groups, interleaved=True):
             return None
-        return interleaved_channels(x.shape[-1], self.groups, x.device)
+        channels = x.shape[-1]
+        # The weights of conv1 and of the 1x1 convs around this layer are
+        # reordered in every forward: where they outnumber the activations
+        # (the last stage at small batches), copying them costs more time
+        # and memory than the faster kernel saves.
+        if x.numel() < self.conv1.weight.numel() + 2 * channels**2:
+            return None
+        return interleaved_channels(channels, self.groups, x.device)
 
     def forward(self, x, order=None):
         """(N, H, W, C) -> (N, H, W, C).
