@@ -11,7 +11,8 @@ with a matmul for every 1x1 conv, so that no block converts layouts:
   and output bias of the chunked kernel application (i_dynamic); the
   generators' own BN goes into their first layer. The native i_dynamic
   kernel runs in the interleaved channel order, which the 1x1 convs around
-  it produce and take back at no cost (their weights are reordered);
+  it produce and take back: their weights are reordered, the activations
+  never are;
 * ``pointwise_out`` (1x1 conv -> BN) + residual: one linear + add;
 * BN -> MLP: the BN goes into ``fc1``; ``fc2`` + residual: one linear + add.
 

@@ -13,8 +13,8 @@
 // g) eight consecutive channels belong to eight consecutive groups, so a
 // kernel vector is one plain load, shared by the C / G vectors of those
 // groups: no permutation, which bounds the grouped order to one FMA per
-// cycle. The deploy form gets this order for free by reordering the
-// weights of the 1x1 convs around the op.
+// cycle. The deploy form gets this order by reordering the weights of the
+// 1x1 convs around the op; the activations are never permuted.
 #if !defined(__x86_64__)
 #error "the dwnet_mm CPU kernels are written for x86-64 (AVX2 + FMA)"
 #endif
