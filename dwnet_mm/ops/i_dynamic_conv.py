@@ -60,8 +60,9 @@ def i_dynamic_conv_nhwc(x, hidden, weight, bias, kernel_size, groups,
     ``out[p, c] = out_bias[c] + input_scale[c] * sum_ij kernels[p, g(c), i,
     j] * x[p + (i - k//2, j - k//2), c]`` with zero padding, then ReLU if
     ``relu``; the group ``g(c)`` is ``c // (C / G)``, or ``c % G`` in the
-    interleaved order (see :func:`interleaved_channels`). Check :func:`native_i_dynamic_supported` first: this always
-    runs the native kernels, without autograd.
+    interleaved order (see :func:`interleaved_channels`). Check
+    :func:`native_i_dynamic_supported` first: this always runs the native
+    kernels, without autograd.
 
     Args:
         x (Tensor): (N, H, W, C) input.

@@ -90,8 +90,55 @@ __attribute__((target("avx2,fma"))) inline void store_blocks(
   }
 }
 
-// T pixels from column w0, NB channel blocks from block b, with every
-// kernel column inside the row (w0 >= K/2, w0 + T - 1 + K/2 < W). G is a
+// The register tile of both channel orders: T pixels from column w0, every
+// kernel column inside the row (w0 >= K/2, w0 + T - 1 + K/2 < W), times NB
+// input vectors, the n-th at x + n * x_stride. kernel_vector(kr, kq, t, j,
+// n) gives the kernel vector of pixel t, tap column j and input vector n,
+// from kr, the kernel row of pixel 0 (pixel t's tap (i, j) is at kr + (t *
+// K2 + j) * G), or from kq = kr + q * G with q = j + t (the same tap is at
+// kq + t * (K2 - 1) * G). Each input vector is loaded once for T pixels.
+template <int K, int T, int NB, class KernelVector>
+__attribute__((target("avx2,fma"))) inline void accumulate_tile(
+    const RowView& row, const float* x, int64_t x_stride,
+    const float* kernels, int64_t G, KernelVector kernel_vector,
+    __m256 (&acc)[T][NB]) {
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[t][n] = _mm256_setzero_ps();
+  const int64_t C = row.C;
+  const float* kr = kernels + row.i0 * K * G;
+  const float* xr = x;
+  for (int i = row.i0; i < row.i1; ++i) {
+    const float* xq = xr;
+    const float* kq = kr;
+#pragma GCC unroll 16
+    for (int q = 0; q < K + T - 1; ++q) {
+      __m256 xv[NB];
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) xv[n] = _mm256_loadu_ps(xq + n * x_stride);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const int j = q - t;
+        if (j >= 0 && j < K) {
+#pragma GCC unroll 8
+          for (int n = 0; n < NB; ++n)
+            acc[t][n] = _mm256_fmadd_ps(kernel_vector(kr, kq, t, j, n), xv[n],
+                                        acc[t][n]);
+        }
+      }
+      xq += C;
+      kq += G;
+      // One pointer stepped by C, not one precomputed per q (they spill).
+      asm volatile("" : "+r"(xq), "+r"(kq));
+    }
+    xr += row.row_stride;
+    kr += K * G;
+    asm volatile("" : "+r"(xr), "+r"(kr));
+  }
+}
+
+// The grouped order's tile: NB channel blocks from block b. G is a
 // constant, so that every kernel load is at a constant offset from one
 // pointer.
 template <int K, int T, int NB, int G>
@@ -99,88 +146,78 @@ __attribute__((target("avx2,fma"))) inline void interior_tile(
     const RowView& row, int64_t w0, int64_t b, const BlockGroups& bg,
     const Epilogue& ep) {
   constexpr int K2 = K * K;
-  __m256 acc[T][NB];
   __m256i lanes[NB];
+  int64_t offsets[NB];  // of each block's group values from block b's
 #pragma GCC unroll 8
   for (int n = 0; n < NB; ++n) {
     lanes[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
         bg.lanes.data() + (b + n) * kLanes));
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t][n] = _mm256_setzero_ps();
+    offsets[n] = bg.first[b + n] - bg.first[b];
   }
-  const int64_t C = row.C;
-  int64_t offsets[NB];  // of each block's group values from block b's
-#pragma GCC unroll 8
-  for (int n = 0; n < NB; ++n) offsets[n] = bg.first[b + n] - bg.first[b];
-  const float* kr = row.kernels + w0 * K2 * G + bg.first[b] + row.i0 * K * G;
-  const float* xr = row.x + w0 * C + b * kLanes;
-  for (int i = row.i0; i < row.i1; ++i) {
-    const float* xq = xr;
-#pragma GCC unroll 16
-    for (int q = 0; q < K + T - 1; ++q) {
-      __m256 xv[NB];
-#pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) xv[n] = _mm256_loadu_ps(xq + n * kLanes);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const int j = q - t;
-        if (j >= 0 && j < K) {
-#pragma GCC unroll 8
-          for (int n = 0; n < NB; ++n) {
-            const __m256 kv = _mm256_permutevar8x32_ps(
+  __m256 acc[T][NB];
+  accumulate_tile<K, T, NB>(
+      row, row.x + w0 * row.C + b * kLanes, kLanes,
+      row.kernels + w0 * K2 * G + bg.first[b], G,
+      [&](const float* kr, const float*, int t, int j, int n)
+          __attribute__((target("avx2,fma"))) {
+            return _mm256_permutevar8x32_ps(
                 _mm256_loadu_ps(kr + (t * K2 + j) * G + offsets[n]),
                 lanes[n]);
-            acc[t][n] = _mm256_fmadd_ps(kv, xv[n], acc[t][n]);
-          }
-        }
-      }
-      xq += C;
-      // One pointer stepped by C, not one precomputed per q (they spill).
-      asm volatile("" : "+r"(xq));
-    }
-    xr += row.row_stride;
-    kr += K * G;
-    asm volatile("" : "+r"(xr), "+r"(kr));
-  }
+          },
+      acc);
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t)
-    store_blocks<NB>(acc[t], b * kLanes, ep, row.out + (w0 + t) * C);
+    store_blocks<NB>(acc[t], b * kLanes, ep, row.out + (w0 + t) * row.C);
 }
 
-// One pixel, NB channel blocks from block b, any position (the row's
-// edges, and any G).
-template <int NB>
-__attribute__((target("avx2,fma"))) inline void pixel_blocks(
-    const RowView& row, int K, int64_t w, int64_t b, const BlockGroups& bg,
-    const Epilogue& ep) {
+// One pixel of either channel order, at any position (the row's edges):
+// NB input vectors, the n-th at x + n * x_stride (x at the pixel's column
+// of the first kernel row), and kernel_vector(tap, n) the kernel vector of
+// input vector n at the tap's offset (i * K + j) * G.
+template <int NB, class KernelVector>
+__attribute__((target("avx2,fma"))) inline void accumulate_pixel(
+    const RowView& row, int K, int64_t w, const float* x, int64_t x_stride,
+    KernelVector kernel_vector, __m256 (&acc)[NB]) {
   const int p = K / 2;
   const int j0 = static_cast<int>(std::max<int64_t>(0, p - w));
   const int j1 = static_cast<int>(std::min<int64_t>(K, row.W + p - w));
   const int64_t C = row.C, G = row.G;
-  __m256 acc[NB];
-  __m256i lanes[NB];
-  const float* kern[NB];
 #pragma GCC unroll 8
-  for (int n = 0; n < NB; ++n) {
-    acc[n] = _mm256_setzero_ps();
-    lanes[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-        bg.lanes.data() + (b + n) * kLanes));
-    kern[n] = row.kernels + w * K * K * G + bg.first[b + n];
-  }
+  for (int n = 0; n < NB; ++n) acc[n] = _mm256_setzero_ps();
   // Pointer arithmetic only: padding columns are never dereferenced.
-  const float* x = row.x + w * C + b * kLanes;
   for (int i = row.i0; i < row.i1; ++i)
     for (int j = j0; j < j1; ++j) {
       const int64_t tap = (i * K + j) * G;
       const float* xp = x + (i - row.i0) * row.row_stride + j * C;
 #pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) {
-        const __m256 kv = _mm256_permutevar8x32_ps(
-            _mm256_loadu_ps(kern[n] + tap), lanes[n]);
-        acc[n] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(xp + n * kLanes), acc[n]);
-      }
+      for (int n = 0; n < NB; ++n)
+        acc[n] = _mm256_fmadd_ps(kernel_vector(tap, n),
+                                 _mm256_loadu_ps(xp + n * x_stride), acc[n]);
     }
-  store_blocks<NB>(acc, b * kLanes, ep, row.out + w * C);
+}
+
+// One pixel, NB channel blocks from block b, any position and any G.
+template <int NB>
+__attribute__((target("avx2,fma"))) inline void pixel_blocks(
+    const RowView& row, int K, int64_t w, int64_t b, const BlockGroups& bg,
+    const Epilogue& ep) {
+  __m256i lanes[NB];
+  const float* kern[NB];
+#pragma GCC unroll 8
+  for (int n = 0; n < NB; ++n) {
+    lanes[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+        bg.lanes.data() + (b + n) * kLanes));
+    kern[n] = row.kernels + w * K * K * row.G + bg.first[b + n];
+  }
+  __m256 acc[NB];
+  accumulate_pixel<NB>(
+      row, K, w, row.x + w * row.C + b * kLanes, kLanes,
+      [&](int64_t tap, int n) __attribute__((target("avx2,fma"))) {
+        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(kern[n] + tap),
+                                        lanes[n]);
+      },
+      acc);
+  store_blocks<NB>(acc, b * kLanes, ep, row.out + w * row.C);
 }
 
 // All channels of pixel w.
@@ -266,70 +303,36 @@ template <int NB>
 __attribute__((target("avx2,fma"))) inline void interleaved_pixel(
     const RowView& row, int K, int64_t w, int64_t g0, int64_t s0,
     const Epilogue& ep) {
-  const int p = K / 2;
-  const int j0 = static_cast<int>(std::max<int64_t>(0, p - w));
-  const int j1 = static_cast<int>(std::min<int64_t>(K, row.W + p - w));
   const int64_t C = row.C, G = row.G;
-  __m256 acc[NB];
-#pragma GCC unroll 8
-  for (int n = 0; n < NB; ++n) acc[n] = _mm256_setzero_ps();
   const float* kern = row.kernels + w * K * K * G + g0;
-  // Pointer arithmetic only: padding columns are never dereferenced.
-  const float* x = row.x + w * C + s0 * G + g0;
-  for (int i = row.i0; i < row.i1; ++i)
-    for (int j = j0; j < j1; ++j) {
-      const __m256 kv = _mm256_loadu_ps(kern + (i * K + j) * G);
-      const float* xp = x + (i - row.i0) * row.row_stride + j * C;
-#pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n)
-        acc[n] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(xp + n * G), acc[n]);
-    }
+  __m256 acc[NB];
+  accumulate_pixel<NB>(
+      row, K, w, row.x + w * C + s0 * G + g0, G,
+      [kern](int64_t tap, int) __attribute__((target("avx2,fma"))) {
+        return _mm256_loadu_ps(kern + tap);
+      },
+      acc);
   store_blocks<NB>(acc, s0 * G + g0, ep, row.out + w * C, G);
 }
 
-// T pixels from column w0, every kernel column inside the row: each kernel
-// vector is loaded once for NB input vectors, each input vector once for T
-// pixels.
+// The interleaved order's tile: the 8 groups from g0, NB channel vectors
+// from s0. Each kernel vector is one load, shared by the NB input vectors.
 template <int K, int T, int NB>
 __attribute__((target("avx2,fma"))) inline void interleaved_tile(
     const RowView& row, int64_t w0, int64_t g0, int64_t s0,
     const Epilogue& ep) {
   constexpr int K2 = K * K;
   const int64_t C = row.C, G = row.G;
-  __m256 acc[T][NB];
-#pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-#pragma GCC unroll 8
-    for (int n = 0; n < NB; ++n) acc[t][n] = _mm256_setzero_ps();
-  // Pixel t's tap (i, j) is at kr + (t * K2 + j) * G; with j = q - t that
-  // is kq + t * (K2 - 1) * G for kq = kr + q * G.
   const int64_t pixel_step = (K2 - 1) * G;
-  const float* kr = row.kernels + w0 * K2 * G + g0 + row.i0 * K * G;
-  const float* xr = row.x + w0 * C + s0 * G + g0;
-  for (int i = row.i0; i < row.i1; ++i) {
-    const float* xq = xr;
-    const float* kq = kr;
-#pragma GCC unroll 16
-    for (int q = 0; q < K + T - 1; ++q) {
-      __m256 xv[NB];
-#pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) xv[n] = _mm256_loadu_ps(xq + n * G);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const int j = q - t;
-        if (j >= 0 && j < K) {
-          const __m256 kv = _mm256_loadu_ps(kq + t * pixel_step);
-#pragma GCC unroll 8
-          for (int n = 0; n < NB; ++n)
-            acc[t][n] = _mm256_fmadd_ps(kv, xv[n], acc[t][n]);
-        }
-      }
-      xq += C;
-      kq += G;
-    }
-    xr += row.row_stride;
-    kr += K * G;
-  }
+  __m256 acc[T][NB];
+  accumulate_tile<K, T, NB>(
+      row, row.x + w0 * C + s0 * G + g0, G, row.kernels + w0 * K2 * G + g0,
+      G,
+      [pixel_step](const float*, const float* kq, int t, int, int)
+          __attribute__((target("avx2,fma"))) {
+            return _mm256_loadu_ps(kq + t * pixel_step);
+          },
+      acc);
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t)
     store_blocks<NB>(acc[t], s0 * G + g0, ep, row.out + (w0 + t) * C, G);
@@ -370,9 +373,10 @@ int vectors_per_tile(int64_t S) {
 // kernels[p] = features[p] @ weight_t + weight_bias, laid out (k*k, G), then
 // out[n, h, w, c] = relu?(bias[c] + scale[c] * sum_ij x[n, h + i - k//2,
 // w + j - k//2, c] * kernels[p, i, j, group(c)]) for every pixel p of the
-// flat N * H * W ones, group(c) = c // (C / G), or c % G if `interleaved`. Each thread generates the kernels of a chunk of
-// pixels into its own buffer (a single-threaded GEMM, as it runs inside the
-// parallel region) and applies them while they are in its cache.
+// flat N * H * W ones, group(c) = c // (C / G), or c % G if `interleaved`.
+// Each thread generates the kernels of a chunk of pixels into its own
+// buffer (a single-threaded GEMM, as it runs inside the parallel region)
+// and applies them while they are in its cache.
 at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
                                const at::Tensor& weight_t,
                                const c10::optional<at::Tensor>& weight_bias,
