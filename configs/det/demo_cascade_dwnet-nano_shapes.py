@@ -145,7 +145,11 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(
-        type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+        type='AdamW',
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        weight_decay=0.05,
+        fused=True),
     paramwise_cfg=dict(norm_decay_mult=0.),
     clip_grad=dict(max_norm=10.0))
 

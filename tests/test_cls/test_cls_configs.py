@@ -71,7 +71,7 @@ def test_recipe(name):
 
     optim = cfg.optim_wrapper
     assert optim.type == wrapper
-    assert optim.optimizer.type == 'AdamW'
+    assert optim.optimizer.type == 'AdamW' and optim.optimizer.fused
     assert optim.clip_grad == dict(max_norm=5.0)
     assert optim.paramwise_cfg == dict(
         norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0)

@@ -127,6 +127,7 @@ def test_train_val_imagenet_folders_with_real(imagenet_folder, tmp_path):
     runner, record = run(cfg)
     if torch.cuda.is_available():
         assert type(runner.optim_wrapper).__name__ == 'AmpOptimWrapper'
+    assert runner.optim_wrapper.optimizer.defaults['fused']
     train_set = runner.train_dataloader.dataset
     val_set = runner.val_dataloader.dataset
     assert len(train_set) == 9

@@ -95,7 +95,8 @@ def test_recipe(config_name):
     optim = cfg.optim_wrapper
     assert optim.type == 'AmpOptimWrapper'
     assert optim.optimizer == dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05,
+        fused=True)
     assert optim.paramwise_cfg == dict(norm_decay_mult=0.)
     warmup, steps = cfg.param_scheduler
     assert warmup == dict(type='LinearLR', start_factor=0.001,

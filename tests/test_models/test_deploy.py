@@ -446,12 +446,31 @@ def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
     results = benchmark.main([
         '--models', 'dynamic_dwnet_tiny', '--forms', 'train', '--modes',
         'train', '--batch-size', '2', '--size', '32', '--repeats', '1',
-        '--warmup', '0', '--gemm-size', '128', '--no-memory', '--pytorch-ops'
+        '--warmup', '0', '--gemm-size', '128', '--no-memory', '--pytorch-ops',
+        '--adamw', 'foreach'
     ])
     assert [r['native'] for r in results['results']] == [True, False]
-    assert 'D-DWNet-T (PyTorch ops)' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'D-DWNet-T (PyTorch ops)' in out
+    assert '- training_optimizer: torch.optim.AdamW, foreach' in out
     # The twin's steps leave the switch as they found it.
     assert 'DWNET_MM_NATIVE' not in os.environ
+
+
+@pytest.mark.parametrize('adamw', ['fused', 'foreach', 'for-loop'])
+def test_benchmark_training_step_adamw(adamw):
+    benchmark = _load_benchmark()
+    model = benchmark.build_classifier('dwnet_tiny')
+    entry = benchmark.Entry('dwnet_tiny', 'train', 'train', model,
+                            torch.randn(2, 3, 32, 32), torch.tensor([1, 2]),
+                            'cpu', adamw=adamw)
+    defaults = entry.optimizer.defaults
+    assert bool(defaults['fused']) == (adamw == 'fused')
+    assert bool(defaults['foreach']) == (adamw == 'foreach')
+    before = [p.detach().clone() for p in model.parameters()]
+    entry.step()
+    assert any(not torch.equal(b, p)
+               for b, p in zip(before, model.parameters()))
 
 
 def test_benchmark_counts_page_faults():

@@ -74,7 +74,8 @@ def test_recipe(config_name):
     optim = cfg.optim_wrapper
     assert optim.type == 'OptimWrapper'
     assert optim.optimizer == dict(
-        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01,
+        fused=True)
     assert optim.paramwise_cfg == dict(norm_decay_mult=0.)
     warmup, poly = cfg.param_scheduler
     assert warmup == dict(type='LinearLR', start_factor=1e-6,

@@ -20,6 +20,10 @@ where they can (see ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of
 every DWNet run that uses PyTorch's ops instead (``DWNET_MM_NATIVE=0``
 around its steps), so the kernels' gain is measured in the same rounds.
 
+Training step: forward, cross-entropy, backward and a step of PyTorch's
+AdamW, fused by default as the configs set it (``--adamw`` picks another
+implementation, for every model alike).
+
 Forms: ``train`` is the model as trained (BatchNorm layers, eval mode for
 inference); ``deploy`` is ``DWNet.switch_to_deploy()`` (BatchNorm folded,
 NHWC blocks). Swin-T and ConvNeXt-T (mmpretrain) have the ``train`` form
@@ -82,6 +86,12 @@ DEFAULT_MODELS = [
     'convnext_tiny'
 ]
 FORMS = ('train', 'deploy')
+# torch.optim.AdamW's keyword for each implementation.
+ADAMW_IMPLEMENTATIONS = {
+    'fused': dict(fused=True),
+    'foreach': dict(foreach=True),
+    'for-loop': dict(foreach=False, fused=False),
+}
 BASELINE = 'swin_tiny'
 
 
@@ -130,6 +140,12 @@ def parse_args(argv=None):
                         default='system',
                         help="the C library's allocator as it is, or glibc "
                         'set to keep the memory it frees (see above)')
+    parser.add_argument('--adamw', choices=ADAMW_IMPLEMENTATIONS,
+                        default='fused',
+                        help="PyTorch's AdamW implementation in the "
+                        'training step, for every model alike: fused (one '
+                        'kernel over all parameters, as the configs set), '
+                        'foreach, or for-loop (the CPU default)')
     parser.add_argument('--out', help='also write the results as JSON here')
     args = parser.parse_args(argv)
     if args.deploy:
@@ -223,7 +239,7 @@ class Entry:
     """One timed model: a name, a form, a mode and its step function."""
 
     def __init__(self, name, form, mode, model, inputs, labels, device,
-                 timer=time.perf_counter, native=True):
+                 timer=time.perf_counter, native=True, adamw='fused'):
         self.name, self.form, self.mode = name, form, mode
         self.native = native
         self.timer = timer
@@ -235,8 +251,9 @@ class Entry:
         self.optimizer = None
         if mode == 'train':
             model.train()
-            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
-                                               weight_decay=0.05)
+            self.optimizer = torch.optim.AdamW(
+                model.parameters(), lr=1e-4, weight_decay=0.05,
+                **ADAMW_IMPLEMENTATIONS[adamw])
         else:
             model.eval()
 
@@ -436,6 +453,7 @@ def environment(args):
         input_size=args.size,
         malloc='glibc, keeps freed memory (--malloc keep)'
         if args.malloc == 'keep' else "the C library's default",
+        training_optimizer=f'torch.optim.AdamW, {args.adamw}',
     )
     from dwnet_mm.ops import native_ops
     env['dwnet_mm_native_cpu_kernels'] = native_ops() is not None
@@ -561,11 +579,12 @@ def main(argv=None):
                         args.size)
                 entries.append(
                     Entry(name, form, mode, model, inputs, labels, device,
-                          timer))
+                          timer, adamw=args.adamw))
                 if args.pytorch_ops and name in DWNET_MODELS:
                     entries.append(
                         Entry(name, form, mode, deepcopy(model), inputs,
-                              labels, device, timer, native=False))
+                              labels, device, timer, native=False,
+                              adamw=args.adamw))
     if not entries:
         sys.exit('nothing to run: check --models, --forms and --modes')
     print(f'{len(entries)} runs: ' + ', '.join(

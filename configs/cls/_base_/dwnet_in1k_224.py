@@ -68,7 +68,10 @@ test_dataloader = val_dataloader
 # AdamW lr 1e-3 at batch 1024, wd 0.05 except on norms, biases and other
 # 1-D parameters; 20 linear warm-up epochs from 1e-6 (start_factor 1e-3),
 # then cosine to 1e-5; 300 epochs (all from the mmpretrain base).
+# fused=True: PyTorch's one-kernel AdamW, the same update as its default
+# per-parameter loop at a fraction of the time (CUDA and CPU).
 optim_wrapper = dict(
+    optimizer=dict(fused=True),
     paramwise_cfg=dict(
         _delete_=True,
         norm_decay_mult=0.0,

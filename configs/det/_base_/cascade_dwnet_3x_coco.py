@@ -115,15 +115,19 @@ param_scheduler = [
         gamma=0.1)
 ]
 
-# AdamW with mixed precision, no weight decay on the weights and biases of
-# the norm layers (BN/SyncBN of the backbone and box heads, LN of the stem
-# and patch merging).
+# AdamW (PyTorch's fused kernel) with mixed precision, no weight decay on
+# the weights and biases of the norm layers (BN/SyncBN of the backbone and
+# box heads, LN of the stem and patch merging).
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     loss_scale='dynamic',
     optimizer=dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+        type='AdamW',
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        weight_decay=0.05,
+        fused=True),
     paramwise_cfg=dict(norm_decay_mult=0.))
 
 auto_scale_lr = dict(enable=False, base_batch_size=16)
