@@ -3,8 +3,8 @@
 Each chunk's hidden activations stay in cache between the GEMMs and the
 GELU, which then runs as a native kernel (PyTorch's exact GELU is bound by
 arithmetic, 2-3x slower). For training, only ``fc1``'s output is kept for
-the backward, which recomputes the GELU per chunk and writes the hidden
-gradient over it, so no (rows, hidden) tensor is allocated beyond the
+the backward, which recomputes the GELU and its derivative per chunk (in
+one pass) and writes the hidden gradient over it, so no (rows, hidden) tensor is allocated beyond the
 forward's one.
 """
 import torch
@@ -126,20 +126,24 @@ class GeluMlpFunction(torch.autograd.Function):
         buffer = x.new_empty(step, width)
         grad_x = torch.empty_like(x) if need_x else None
         grad_w2 = None
+        need_hidden = need_x or need_w1 or need_b1
         for start in range(0, rows, step):
             h = hidden[start:start + step]
             g = grad_out[start:start + step]
             buf = buffer[:h.shape[0]]
-            if need_w2:
+            if need_hidden:
+                # buf = GELU(h) and h = GELU'(h): one evaluation of Phi.
+                ops.gelu_and_slope_(h, buf)
+            elif need_w2:
                 ops.bias_activation(h, None, ACTIVATIONS['gelu'], buf)
+            if need_w2:
                 if grad_w2 is None:
                     grad_w2 = torch.mm(g.t(), buf)
                 else:
                     grad_w2.addmm_(g.t(), buf)
-            if not (need_x or need_w1 or need_b1):
+            if not need_hidden:
                 continue  # fc1 frozen and x a leaf: no hidden gradient
-            torch.mm(g, w2, out=buf)
-            ops.gelu_backward_out(buf, h, h)
+            h.mul_(torch.mm(g, w2, out=buf))
             if need_x:
                 torch.mm(h, w1, out=grad_x[start:start + step])
         # `hidden` holds the gradient of fc1's output now.
