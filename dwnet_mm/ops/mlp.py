@@ -4,8 +4,8 @@ Each chunk's hidden activations stay in cache between the GEMMs and the
 GELU, which then runs as a native kernel (PyTorch's exact GELU is bound by
 arithmetic, 2-3x slower). For training, only ``fc1``'s output is kept for
 the backward, which recomputes the GELU and its derivative per chunk (in
-one pass) and writes the hidden gradient over it, so no (rows, hidden) tensor is allocated beyond the
-forward's one.
+one pass) and writes the hidden gradient over it, so no (rows, hidden)
+tensor is allocated beyond the forward's one.
 """
 import torch
 import torch.nn.functional as F

@@ -4,10 +4,10 @@ All models run interleaved in one process. Inference and training steps
 run in two phases (a training step frees hundreds of MiB, which would slow
 the inference step after it); in each phase every round times the GEMM peak
 (large square matmuls) and then each model once, in a new random order each
-round (seeded), so that no model always runs after the same one. Ratios to Swin-T
-and shares of the GEMM peak are taken within each round and the report gives
-their medians, so that slow phases of a shared machine cancel out; img/s is
-the median over rounds.
+round (seeded), so that no model always runs after the same one. Ratios to
+Swin-T and shares of the GEMM peak are taken within each round and the
+report gives their medians, so that slow phases of a shared machine cancel
+out; img/s is the median over rounds.
 
     python tools/analysis/benchmark.py                       # everything
     python tools/analysis/benchmark.py --deploy              # deploy, infer

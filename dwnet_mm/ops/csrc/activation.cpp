@@ -1,7 +1,7 @@
 // Exact (erf) GELU, GELU with its derivative in one pass (for the backward),
-// and per-channel bias + activation, on float tensors, for x86-64 CPUs with AVX2 and FMA. Meant for data in
-// cache (the MLP's row chunks): there they run 2-3x faster than PyTorch's
-// GELU, whose erf is bound by arithmetic.
+// and per-channel bias + activation, on float tensors, for x86-64 CPUs with
+// AVX2 and FMA. Meant for data in cache (the MLP's row chunks): there they
+// run 2-3x faster than PyTorch's GELU, whose erf is bound by arithmetic.
 //
 // GELU(x) = x * Phi(x), Phi the normal CDF. Phi comes from a rational
 // approximation, erf(z) ~ z * P(z^2) / Q(z^2) for |z| <= 3.92 (erf rounds
