@@ -447,7 +447,7 @@ def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
         '--models', 'dynamic_dwnet_tiny', '--forms', 'train', '--modes',
         'train', '--batch-size', '2', '--size', '32', '--repeats', '1',
         '--warmup', '0', '--gemm-size', '128', '--no-memory', '--pytorch-ops',
-        '--adamw', 'foreach'
+        '--adamw', 'foreach', '--device', 'cpu'
     ])
     assert [r['native'] for r in results['results']] == [True, False]
     out = capsys.readouterr().out
@@ -471,6 +471,41 @@ def test_benchmark_training_step_adamw(adamw):
     entry.step()
     assert any(not torch.equal(b, p)
                for b, p in zip(before, model.parameters()))
+
+
+def test_benchmark_pytorch_ops_needs_the_cpu(capsys):
+    # The native kernels are CPU-only: on a GPU there is nothing to compare.
+    with pytest.raises(SystemExit):
+        _load_benchmark().parse_args(['--device', 'cuda', '--pytorch-ops'])
+    assert 'leave out --pytorch-ops' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('dtype', ['bf16', 'fp16'])
+def test_benchmark_mixed_precision_step(dtype):
+    benchmark = _load_benchmark()
+    model = benchmark.build_classifier('dwnet_tiny')
+    entry = benchmark.Entry('dwnet_tiny', 'train', 'train', model,
+                            torch.randn(2, 3, 64, 64), torch.tensor([1, 2]),
+                            'cpu', dtype=dtype)
+    # fp16 scales the loss, as mmengine's AmpOptimWrapper does.
+    assert (entry.scaler is not None) == (dtype == 'fp16')
+    seen = []
+    model.head.fc.register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    # 64x64, not 32x32: BatchNorm over a 1x1 last stage of two images
+    # overflows fp16 gradients. The GradScaler skips the steps whose scaled
+    # gradients overflow and halves its scale: a few steps reach one.
+    for _ in range(8):
+        entry.step()
+        if any(not torch.equal(b, p)
+               for b, p in zip(before, model.parameters())):
+            break
+    else:
+        raise AssertionError('no step changed the weights')
+    assert set(seen) == {benchmark.DTYPES[dtype]}
+    gemm = benchmark.GemmPeak(64, 'cpu', count=1, dtype=dtype)
+    assert gemm.a.dtype == benchmark.DTYPES[dtype] and gemm.run() > 0
 
 
 def test_benchmark_counts_page_faults():

@@ -1,6 +1,7 @@
 """The native NHWC depth-wise conv kernels against PyTorch's conv2d."""
 import platform
 import warnings
+from copy import deepcopy
 
 import pytest
 import torch
@@ -132,22 +133,24 @@ def test_depthwise_module_equals_conv2d(channels_last, monkeypatch):
 
 @needs_native
 def test_dynamic_conv_native_equals_pytorch(monkeypatch):
+    # The reference is the fp64 module on PyTorch ops: two fp32 sums of the
+    # parameter gradients may differ by more than 1e-4 from each other.
     torch.manual_seed(4)
     conv = DynamicDepthwiseConv2d(16, 7)
     x = torch.randn(3, 16, 8, 10).contiguous(
         memory_format=torch.channels_last).requires_grad_()
     out = conv(x)
     out.square().sum().backward()
-    grads = [x.grad.clone()] + [p.grad.clone() for p in conv.parameters()]
+    grads = [x.grad] + [p.grad for p in conv.parameters()]
     monkeypatch.setenv('DWNET_MM_NATIVE', '0')
-    x.grad = None
-    conv.zero_grad(set_to_none=True)
-    ref = conv(x)
+    conv64 = deepcopy(conv).double()
+    x64 = x.detach().double().requires_grad_()
+    ref = conv64(x64)
     ref.square().sum().backward()
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    refs = [x.grad] + [p.grad for p in conv.parameters()]
-    for got, want in zip(grads, refs):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    refs = [x64.grad] + [p.grad for p in conv64.parameters()]
+    for got, want in zip([out] + grads, [ref] + refs):
+        error = (got.double() - want).norm() / want.norm()
+        assert error < 1e-5, error  # PyTorch fp32 ops: up to 1.6e-6
 
 
 def test_unsupported_inputs_use_pytorch():

@@ -14,6 +14,8 @@ out; img/s is the median over rounds.
     python tools/analysis/benchmark.py --threads 2 --repeats 7 \\
         --layer-memory --out benchmark.json                  # quiet machine
     python tools/analysis/benchmark.py --threads 1 --timer cpu  # busy one
+    python tools/analysis/benchmark.py --device cuda --batch-size 128 \\
+        --dtype bf16 --cudnn-benchmark                       # a GPU, AMP
 
 DWNet's depth-wise convs and MLPs run in dwnet_mm's native CPU kernels
 where they can (see ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of
@@ -93,6 +95,8 @@ ADAMW_IMPLEMENTATIONS = {
     'for-loop': dict(foreach=False, fused=False),
 }
 BASELINE = 'swin_tiny'
+# --dtype: the autocast dtype (None: fp32, no autocast).
+DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def parse_args(argv=None):
@@ -146,12 +150,28 @@ def parse_args(argv=None):
                         'training step, for every model alike: fused (one '
                         'kernel over all parameters, as the configs set), '
                         'foreach, or for-loop (the CPU default)')
+    parser.add_argument('--dtype', choices=tuple(DTYPES), default='fp32',
+                        help='fp32, or mixed precision: every step under '
+                        'torch.autocast in bf16 or fp16 (an fp16 training '
+                        "step scales the loss with a GradScaler, as mmengine's "
+                        'AmpOptimWrapper does); the GEMM peak then multiplies '
+                        'in that dtype')
+    parser.add_argument('--cudnn-benchmark', action='store_true',
+                        help='let cuDNN time its algorithms for each shape '
+                        "(mmengine's env_cfg cudnn_benchmark=True)")
     parser.add_argument('--out', help='also write the results as JSON here')
     args = parser.parse_args(argv)
     if args.deploy:
         args.forms, args.modes = ['deploy'], ['infer']
-    if args.timer == 'cpu' and args.device != 'cpu':
+    device_type = torch.device(args.device).type
+    if args.timer == 'cpu' and device_type != 'cpu':
         parser.error('--timer cpu needs --device cpu')
+    if args.pytorch_ops and device_type != 'cpu':
+        parser.error(f'--pytorch-ops compares the native CPU kernels with '
+                     f'PyTorch ops; on {args.device} DWNet runs on PyTorch '
+                     f'ops only: leave out --pytorch-ops')
+    if args.cudnn_benchmark and device_type != 'cuda':
+        parser.error('--cudnn-benchmark needs a cuda --device')
     return args
 
 
@@ -239,12 +259,16 @@ class Entry:
     """One timed model: a name, a form, a mode and its step function."""
 
     def __init__(self, name, form, mode, model, inputs, labels, device,
-                 timer=time.perf_counter, native=True, adamw='fused'):
+                 timer=time.perf_counter, native=True, adamw='fused',
+                 dtype='fp32'):
         self.name, self.form, self.mode = name, form, mode
         self.native = native
         self.timer = timer
         self.model, self.inputs, self.labels = model, inputs, labels
         self.device = device
+        self.autocast_dtype = DTYPES[dtype]
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) \
+            if mode == 'train' and dtype == 'fp16' else None
         self.times = []
         self.faults = []  # minor page faults of each timed step
         self.gemm_rates = []  # the GEMM peak of each timed round
@@ -277,14 +301,24 @@ class Entry:
             return self._step()
 
     def _step(self):
+        autocast = torch.autocast(
+            torch.device(self.device).type, dtype=self.autocast_dtype,
+            enabled=self.autocast_dtype is not None)
         if self.mode == 'infer':
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 self.model(self.inputs, mode='tensor')
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast:
             logits = self.model(self.inputs, mode='tensor')
-            F.cross_entropy(logits, self.labels).backward()
+            loss = F.cross_entropy(logits, self.labels)
+        if self.scaler is None:
+            loss.backward()
             self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
 
     def timed_step(self):
         synchronize(self.device)
@@ -317,13 +351,17 @@ def synchronize(device):
 
 
 class GemmPeak:
-    """Large fp32 matmuls: the machine's practical MAC/s peak."""
+    """Large matmuls: the machine's practical MAC/s peak in a dtype
+    (``--dtype``; fp32 by default)."""
 
-    def __init__(self, size, device, count=3, timer=time.perf_counter):
+    def __init__(self, size, device, count=3, timer=time.perf_counter,
+                 dtype='fp32'):
         self.timer = timer
-        self.a = torch.randn(size, size, device=device)
-        self.b = torch.randn(size, size, device=device)
-        self.out = torch.empty(size, size, device=device)
+        self.dtype = dtype
+        torch_dtype = DTYPES[dtype] or torch.float32
+        self.a = torch.randn(size, size, device=device, dtype=torch_dtype)
+        self.b = torch.randn(size, size, device=device, dtype=torch_dtype)
+        self.out = torch.empty(size, size, device=device, dtype=torch_dtype)
         self.macs = size**3 * count
         self.count = count
         self.device = device
@@ -454,12 +492,20 @@ def environment(args):
         malloc='glibc, keeps freed memory (--malloc keep)'
         if args.malloc == 'keep' else "the C library's default",
         training_optimizer=f'torch.optim.AdamW, {args.adamw}',
+        dtype='fp32' if args.dtype == 'fp32' else
+        f'torch.autocast({args.dtype})' +
+        (', GradScaler in training' if args.dtype == 'fp16' else ''),
     )
     from dwnet_mm.ops import native_ops
     env['dwnet_mm_native_cpu_kernels'] = native_ops() is not None
     if str(args.device).startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name()
         env['cuda'] = torch.version.cuda
+        env['cudnn'] = torch.backends.cudnn.version()
+        env['cudnn_benchmark'] = torch.backends.cudnn.benchmark
+        # PyTorch's defaults: fp32 convs in TF32, fp32 matmuls not.
+        env['tf32_convs'] = torch.backends.cudnn.allow_tf32
+        env['tf32_matmuls'] = torch.backends.cuda.matmul.allow_tf32
     if hasattr(os, 'getloadavg'):
         env['load_average_start'] = os.getloadavg()
     return env
@@ -474,7 +520,7 @@ def report(env, entries, gemm, macs, memory, layer_rows):
     print('\n## Environment')
     for key, value in env.items():
         print(f'- {key}: {value}')
-    print(f'- fp32 GEMM peak ({gemm.a.shape[0]}^3 matmuls): median '
+    print(f'- {gemm.dtype} GEMM peak ({gemm.a.shape[0]}^3 matmuls): median '
           f'{peak / 1e9:.1f} GMAC/s, best {max(gemm.rates) / 1e9:.1f} '
           f'GMAC/s over {len(gemm.rates)} rounds')
     results = []
@@ -555,6 +601,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.malloc == 'keep':
         keep_freed_memory()
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     device = torch.device(args.device)
     env = environment(args)
     timer = time.thread_time if args.timer == 'cpu' else time.perf_counter
@@ -579,18 +627,18 @@ def main(argv=None):
                         args.size)
                 entries.append(
                     Entry(name, form, mode, model, inputs, labels, device,
-                          timer, adamw=args.adamw))
+                          timer, adamw=args.adamw, dtype=args.dtype))
                 if args.pytorch_ops and name in DWNET_MODELS:
                     entries.append(
                         Entry(name, form, mode, deepcopy(model), inputs,
                               labels, device, timer, native=False,
-                              adamw=args.adamw))
+                              adamw=args.adamw, dtype=args.dtype))
     if not entries:
         sys.exit('nothing to run: check --models, --forms and --modes')
     print(f'{len(entries)} runs: ' + ', '.join(
         f'{e.label} {e.mode}' for e in entries))
 
-    gemm = GemmPeak(args.gemm_size, device, timer=timer)
+    gemm = GemmPeak(args.gemm_size, device, timer=timer, dtype=args.dtype)
     for mode in args.modes:
         phase = [e for e in entries if e.mode == mode]
         for e in phase:
