@@ -1,5 +1,5 @@
-"""Native CPU kernels (C++, compiled on first use) and their PyTorch
-interfaces."""
+"""Native CPU kernels (C++, compiled on first use), the GPU kernel of the
+I-Dynamic conv (Triton) and their PyTorch interfaces."""
 from .depthwise_conv import (depthwise_conv_nhwc, native_depthwise_supported,
                              native_nhwc_view)
 from .i_dynamic_conv import (i_dynamic_conv_nhwc, interleaved_channels,
@@ -7,6 +7,9 @@ from .i_dynamic_conv import (i_dynamic_conv_nhwc, interleaved_channels,
 from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, gelu_mlp,
                   mlp_chunk_rows, native_mlp_supported)
 from .native import native_disabled, native_ops, native_ops_for
+from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
+                                    triton_i_dynamic_conv_into,
+                                    triton_i_dynamic_supported)
 
 __all__ = [
     'MLP_CHUNK_ELEMENTS', 'bias_activation_', 'depthwise_conv_nhwc',
@@ -14,5 +17,6 @@ __all__ = [
     'mlp_chunk_rows',
     'native_depthwise_supported', 'native_disabled',
     'native_i_dynamic_supported', 'native_mlp_supported', 'native_nhwc_view',
-    'native_ops', 'native_ops_for'
+    'native_ops', 'native_ops_for', 'triton_i_dynamic_conv',
+    'triton_i_dynamic_conv_into', 'triton_i_dynamic_supported'
 ]

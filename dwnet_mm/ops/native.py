@@ -26,7 +26,8 @@ DISABLE_ENV = 'DWNET_MM_NATIVE'
 
 
 def native_disabled():
-    """True when ``DWNET_MM_NATIVE=0`` turns the kernels off."""
+    """True when ``DWNET_MM_NATIVE=0`` turns dwnet_mm's kernels off (these
+    CPU kernels and the Triton GPU kernel)."""
     return os.environ.get(DISABLE_ENV, '1').strip() == '0'
 
 

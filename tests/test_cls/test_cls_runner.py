@@ -32,8 +32,9 @@ class RecordHook(Hook):
         self.val_metrics = []
 
     def before_train(self, runner):
+        # On the CPU, to compare with the checkpoint on any device.
         self.initial_state = {
-            k: v.detach().clone()
+            k: v.detach().cpu().clone()
             for k, v in runner.model.state_dict().items()
         }
 

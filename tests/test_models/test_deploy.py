@@ -473,13 +473,6 @@ def test_benchmark_training_step_adamw(adamw):
                for b, p in zip(before, model.parameters()))
 
 
-def test_benchmark_pytorch_ops_needs_the_cpu(capsys):
-    # The native kernels are CPU-only: on a GPU there is nothing to compare.
-    with pytest.raises(SystemExit):
-        _load_benchmark().parse_args(['--device', 'cuda', '--pytorch-ops'])
-    assert 'leave out --pytorch-ops' in capsys.readouterr().err
-
-
 @pytest.mark.parametrize('dtype', ['bf16', 'fp16'])
 def test_benchmark_mixed_precision_step(dtype):
     benchmark = _load_benchmark()

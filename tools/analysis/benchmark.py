@@ -18,9 +18,10 @@ out; img/s is the median over rounds.
         --dtype bf16 --cudnn-benchmark                       # a GPU, AMP
 
 DWNet's depth-wise convs and MLPs run in dwnet_mm's native CPU kernels
-where they can (see ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of
-every DWNet run that uses PyTorch's ops instead (``DWNET_MM_NATIVE=0``
-around its steps), so the kernels' gain is measured in the same rounds.
+where they can, and on a GPU its I-Dynamic conv in a Triton kernel (see
+``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of every DWNet run that
+uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` around its steps), so the
+kernels' gain is measured in the same rounds.
 
 Training step: forward, cross-entropy, backward and a step of PyTorch's
 AdamW, fused by default as the configs set it (``--adamw`` picks another
@@ -133,7 +134,8 @@ def parse_args(argv=None):
                         help='size of the square matmuls of the GEMM peak')
     parser.add_argument('--pytorch-ops', action='store_true',
                         help='also run every DWNet model with PyTorch ops '
-                        'instead of the native CPU kernels, side by side')
+                        "instead of dwnet_mm's kernels (native CPU kernels; "
+                        'on a GPU the Triton I-Dynamic kernel), side by side')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak memory steps')
     parser.add_argument('--layer-memory', action='store_true',
@@ -153,9 +155,9 @@ def parse_args(argv=None):
     parser.add_argument('--dtype', choices=tuple(DTYPES), default='fp32',
                         help='fp32, or mixed precision: every step under '
                         'torch.autocast in bf16 or fp16 (an fp16 training '
-                        "step scales the loss with a GradScaler, as mmengine's "
-                        'AmpOptimWrapper does); the GEMM peak then multiplies '
-                        'in that dtype')
+                        'step scales the loss with a GradScaler, as '
+                        "mmengine's AmpOptimWrapper does); the GEMM peak "
+                        'then multiplies in that dtype')
     parser.add_argument('--cudnn-benchmark', action='store_true',
                         help='let cuDNN time its algorithms for each shape '
                         "(mmengine's env_cfg cudnn_benchmark=True)")
@@ -166,10 +168,6 @@ def parse_args(argv=None):
     device_type = torch.device(args.device).type
     if args.timer == 'cpu' and device_type != 'cpu':
         parser.error('--timer cpu needs --device cpu')
-    if args.pytorch_ops and device_type != 'cpu':
-        parser.error(f'--pytorch-ops compares the native CPU kernels with '
-                     f'PyTorch ops; on {args.device} DWNet runs on PyTorch '
-                     f'ops only: leave out --pytorch-ops')
     if args.cudnn_benchmark and device_type != 'cuda':
         parser.error('--cudnn-benchmark needs a cuda --device')
     return args

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
-                          native_i_dynamic_supported, native_nhwc_view)
+                          native_i_dynamic_supported, native_nhwc_view,
+                          triton_i_dynamic_conv, triton_i_dynamic_conv_into,
+                          triton_i_dynamic_supported)
 
 
 def batched_depthwise_conv(x, kernel, bias, padding):
@@ -354,6 +356,9 @@ def inhomogeneous_dynamic_conv(x, weight, kernel_size):
         raise ValueError(f'{C} channels cannot be split into '
                          f'{weight.shape[1] // k2} groups')
     out_dtype, compute_dtype = _i_dynamic_dtypes(x, weight)
+    if triton_i_dynamic_supported(x):
+        return triton_i_dynamic_conv(
+            x, weight.view(B, -1, k2, H, W), kernel_size, out_dtype)
     weight = weight.to(compute_dtype)
     mask = _column_mask(kernel_size, W, weight)
     weight = _masked(weight.reshape(B, -1, k2, H, W), mask)
@@ -414,6 +419,10 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
     k = kernel_size
     k2 = k**2
     out_dtype, dtype = _i_dynamic_dtypes(x, weight)
+    if triton_i_dynamic_supported(x):
+        return _generate_and_apply_triton(x, hidden, weight, bias, k, groups,
+                                          input_scale, out_bias, out_dtype,
+                                          dtype)
     if input_scale is not None:
         input_scale = input_scale.to(dtype)
     if out_bias is not None:
@@ -458,6 +467,29 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
     return out.view(B, C, H, W).to(out_dtype)
 
 
+def _generate_and_apply_triton(x, hidden, weight, bias, k, groups,
+                               input_scale, out_bias, out_dtype, dtype):
+    """:func:`generate_and_apply_i_dynamic` on a GPU: the kernels of a few
+    whole images at a time (as many elements as the input, or one image),
+    applied by the Triton kernel with the scale and bias."""
+    B, C, H, W = x.shape
+    k2 = k * k
+    images = max(1, x.numel() // (groups * k2 * H * W))
+    hidden = hidden.to(dtype).reshape(B, H * W, -1).transpose(1, 2)
+    weight = weight.to(dtype)
+    out = x.new_empty(x.shape, dtype=out_dtype)
+    for b0 in range(0, B, images):
+        b1 = min(B, b0 + images)
+        # (G*k*k, C_h) @ (b, C_h, HW): the (b, G, k*k, H, W) layout.
+        kernels = torch.matmul(weight, hidden[b0:b1])
+        if bias is not None:
+            kernels += bias.to(kernels.dtype).view(-1, 1)
+        triton_i_dynamic_conv_into(
+            out[b0:b1], x[b0:b1], kernels.view(b1 - b0, groups, k2, H, W),
+            k, input_scale, out_bias)
+    return out
+
+
 def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size,
                                groups):
     """Differentiable form of :func:`generate_and_apply_i_dynamic` (without
@@ -483,6 +515,10 @@ def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size,
     # (B, G*k*k, C_h) @ (B, C_h, HW): kernels come out in the (B, G, k*k,
     # H, W) layout of the op, with no transposing copy.
     kernels = torch.bmm(weight.expand(B, -1, -1), features.transpose(1, 2))
+    if triton_i_dynamic_supported(x):
+        # Zero padding in the kernel itself: no column mask.
+        return triton_i_dynamic_conv(
+            x, kernels.view(B, groups, k * k, H, W), k, out_dtype)
     mask = _column_mask(k, W, kernels)
     with torch.no_grad():
         # In place, outside autograd: the op zeroes the masked taps'

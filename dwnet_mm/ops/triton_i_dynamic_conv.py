@@ -1,0 +1,269 @@
+"""Inhomogeneous dynamic depth-wise conv on GPUs: Triton kernels.
+
+``out[n, c, p] = sum_t weight[n, g(c), t, p] * x[n, c, p + offset(t)]``
+(zero padding), with the k*k taps ``t`` of each pixel ``p`` laid out
+(B, G, k*k, H, W). Each program takes one (image, group) and a block of
+pixels, keeps the group's channels in registers and accumulates all taps in
+fp32 (fp64 for fp64 inputs), so a pass reads the kernels and writes the
+output once; PyTorch ops need a pass over the whole tensor per tap. The
+backward computes both gradients in one launch, each in the same gather
+form.
+
+Triton is imported on first use: CPU-only installs never need it. Setting
+``TRITON_INTERPRET=1`` before the import runs the kernels on CPU tensors
+(the tests do); ``DWNET_MM_NATIVE=0`` turns them off, as it does the CPU
+kernels.
+"""
+import functools
+import os
+
+import torch
+
+from .native import native_disabled
+
+# Pixels per program, times the padded channels of a group (registers).
+_BLOCK_ELEMENTS = 4096
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    """Compile-on-demand Triton kernels (forward, backward)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def forward_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, C, H, W,
+                       G, K: tl.constexpr, CPG: tl.constexpr,
+                       CPG_BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+                       HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       ACC: tl.constexpr):
+        image_group = tl.program_id(0)
+        n = (image_group // G).to(tl.int64)
+        g = image_group % G
+        HW = H * W
+        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        p_ok = p < HW
+        h = p // W
+        w = p % W
+        c = g * CPG + tl.arange(0, CPG_BLOCK)
+        c_ok = c < (g + 1) * CPG
+        x_rows = x_ptr + (n * C + c)[:, None] * HW
+        w_taps = w_ptr + image_group.to(tl.int64) * (K * K) * HW + p
+        acc = tl.zeros((CPG_BLOCK, BLOCK_P), dtype=ACC)
+        for i in range(K):
+            hh = h + i - K // 2
+            row_ok = p_ok & (hh >= 0) & (hh < H)
+            for j in range(K):
+                ww = w + j - K // 2
+                ok = row_ok & (ww >= 0) & (ww < W)
+                tap = tl.load(w_taps + (i * K + j) * HW, mask=p_ok,
+                              other=0.).to(ACC)
+                xv = tl.load(x_rows + (hh * W + ww)[None, :],
+                             mask=c_ok[:, None] & ok[None, :],
+                             other=0.).to(ACC)
+                acc += xv * tap[None, :]
+        if HAS_SCALE:
+            acc *= tl.load(scale_ptr + c, mask=c_ok, other=0.).to(
+                ACC)[:, None]
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + c, mask=c_ok, other=0.).to(
+                ACC)[:, None]
+        tl.store(out_ptr + (n * C + c)[:, None] * HW + p[None, :],
+                 acc.to(out_ptr.dtype.element_ty),
+                 mask=c_ok[:, None] & p_ok[None, :])
+
+    @triton.jit
+    def backward_kernel(x_ptr, w_ptr, grad_out_ptr, grad_x_ptr, grad_w_ptr,
+                        C, H, W, G, K: tl.constexpr, CPG: tl.constexpr,
+                        CPG_BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+                        NEED_X: tl.constexpr, NEED_W: tl.constexpr,
+                        ACC: tl.constexpr):
+        image_group = tl.program_id(0)
+        n = (image_group // G).to(tl.int64)
+        g = image_group % G
+        HW = H * W
+        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        p_ok = p < HW
+        h = p // W
+        w = p % W
+        c = g * CPG + tl.arange(0, CPG_BLOCK)
+        c_ok = c < (g + 1) * CPG
+        rows = (n * C + c)[:, None] * HW
+        w_taps = image_group.to(tl.int64) * (K * K) * HW
+        if NEED_W:
+            # grad_w[t, p] = sum_c grad_out[c, p] * x[c, p + offset(t)]
+            go = tl.load(grad_out_ptr + rows + p[None, :],
+                         mask=c_ok[:, None] & p_ok[None, :],
+                         other=0.).to(ACC)
+            for i in range(K):
+                hh = h + i - K // 2
+                row_ok = p_ok & (hh >= 0) & (hh < H)
+                for j in range(K):
+                    ww = w + j - K // 2
+                    ok = row_ok & (ww >= 0) & (ww < W)
+                    xv = tl.load(x_ptr + rows + (hh * W + ww)[None, :],
+                                 mask=c_ok[:, None] & ok[None, :],
+                                 other=0.).to(ACC)
+                    tl.store(grad_w_ptr + w_taps + (i * K + j) * HW + p,
+                             tl.sum(go * xv, axis=0).to(
+                                 grad_w_ptr.dtype.element_ty), mask=p_ok)
+        if NEED_X:
+            # grad_x[c, q] = sum_t weight[t, q - offset(t)] *
+            #                grad_out[c, q - offset(t)]
+            acc = tl.zeros((CPG_BLOCK, BLOCK_P), dtype=ACC)
+            for i in range(K):
+                hh = h - i + K // 2
+                row_ok = p_ok & (hh >= 0) & (hh < H)
+                for j in range(K):
+                    ww = w - j + K // 2
+                    ok = row_ok & (ww >= 0) & (ww < W)
+                    q = hh * W + ww
+                    tap = tl.load(w_ptr + w_taps + (i * K + j) * HW + q,
+                                  mask=ok, other=0.).to(ACC)
+                    gv = tl.load(grad_out_ptr + rows + q[None, :],
+                                 mask=c_ok[:, None] & ok[None, :],
+                                 other=0.).to(ACC)
+                    acc += gv * tap[None, :]
+            tl.store(grad_x_ptr + rows + p[None, :],
+                     acc.to(grad_x_ptr.dtype.element_ty),
+                     mask=c_ok[:, None] & p_ok[None, :])
+
+    return forward_kernel, backward_kernel
+
+
+def triton_available():
+    """Whether Triton can be imported (it ships with CUDA builds of torch)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_i_dynamic_supported(x):
+    """Whether :func:`triton_i_dynamic_conv` runs for ``x``: a CUDA tensor
+    (or any tensor under ``TRITON_INTERPRET=1``), outside tracing and
+    ``torch.compile``, with Triton installed and without
+    ``DWNET_MM_NATIVE=0``."""
+    if native_disabled() or torch.jit.is_tracing() or \
+            torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    interpret = os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+    return (x.is_cuda or interpret) and triton_available()
+
+
+def _launch_config(channels, groups, height, width):
+    cpg = channels // groups
+    cpg_block = 1 << max(0, (cpg - 1).bit_length())
+    block_p = max(32, min(256, _BLOCK_ELEMENTS // cpg_block))
+    grid = (0, -(-height * width // block_p))
+    return cpg, cpg_block, block_p, grid
+
+
+def _accumulator(x, weight):
+    """fp64 sums for fp64 inputs (gradcheck), else fp32."""
+    import triton.language as tl
+    return tl.float64 if torch.float64 in (x.dtype, weight.dtype) \
+        else tl.float32
+
+
+def _check(x, weight, kernel_size):
+    B, C, H, W = x.shape
+    if weight.dim() != 5 or weight.shape[0] != B or \
+            weight.shape[2] != kernel_size**2 or \
+            weight.shape[3:] != x.shape[2:] or C % weight.shape[1]:
+        raise ValueError(
+            f'weight of shape {tuple(weight.shape)} does not fit input '
+            f'{tuple(x.shape)}: expected (B, G, {kernel_size**2}, H, W) '
+            f'with G dividing C')
+
+
+class TritonIDynamicConv(torch.autograd.Function):
+    """The op of :func:`triton_i_dynamic_conv`, with its backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, kernel_size, out_dtype):
+        x, weight = x.contiguous(), weight.contiguous()
+        ctx.save_for_backward(x, weight)
+        ctx.kernel_size = kernel_size
+        return _forward(x, weight, kernel_size, out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        B, C, H, W = x.shape
+        G = weight.shape[1]
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.empty_like(weight) if need_w else None
+        if not (need_x or need_w):
+            return None, None, None, None
+        cpg, cpg_block, block_p, (_, pixel_blocks) = _launch_config(
+            C, G, H, W)
+        _, backward_kernel = _kernels()
+        backward_kernel[(B * G, pixel_blocks)](
+            x, weight, grad_out, grad_x if need_x else x,
+            grad_w if need_w else weight, C, H, W, G, K=ctx.kernel_size,
+            CPG=cpg, CPG_BLOCK=cpg_block, BLOCK_P=block_p, NEED_X=need_x,
+            NEED_W=need_w, ACC=_accumulator(x, weight))
+        return grad_x, grad_w, None, None
+
+
+def _forward(x, weight, kernel_size, out_dtype, input_scale=None,
+             out_bias=None, out=None):
+    B, C, H, W = x.shape
+    G = weight.shape[1]
+    if out is None:
+        out = x.new_empty(x.shape, dtype=out_dtype)
+    cpg, cpg_block, block_p, (_, pixel_blocks) = _launch_config(C, G, H, W)
+    forward_kernel, _ = _kernels()
+    forward_kernel[(B * G, pixel_blocks)](
+        x, weight, input_scale if input_scale is not None else x,
+        out_bias if out_bias is not None else x, out, C, H, W, G,
+        K=kernel_size, CPG=cpg, CPG_BLOCK=cpg_block, BLOCK_P=block_p,
+        HAS_SCALE=input_scale is not None, HAS_BIAS=out_bias is not None,
+        ACC=_accumulator(x, weight))
+    return out
+
+
+def triton_i_dynamic_conv(x, weight, kernel_size, out_dtype=None):
+    """Differentiable inhomogeneous dynamic depth-wise conv (Triton).
+
+    Args:
+        x (Tensor): Input (B, C, H, W).
+        weight (Tensor): Kernels (B, G, k*k, H, W), G dividing C; any float
+            dtype (the sums are in fp32).
+        kernel_size (int): k.
+        out_dtype (torch.dtype, optional): Of the output. Defaults to the
+            promoted dtype of ``x`` and ``weight``.
+
+    Returns:
+        Tensor: (B, C, H, W), contiguous.
+    """
+    _check(x, weight, kernel_size)
+    if out_dtype is None:
+        out_dtype = torch.promote_types(x.dtype, weight.dtype)
+    return TritonIDynamicConv.apply(x, weight, kernel_size, out_dtype)
+
+
+@torch.no_grad()
+def triton_i_dynamic_conv_into(out, x, weight, kernel_size, input_scale=None,
+                               out_bias=None):
+    """Inference form, into ``out``: ``out = out_bias + input_scale *
+    conv(x, weight)`` per channel (scale and bias (C, ) or None).
+
+    Args:
+        out (Tensor): (B, C, H, W) contiguous output, overwritten.
+        x (Tensor): Input (B, C, H, W).
+        weight (Tensor): Kernels (B, G, k*k, H, W).
+        kernel_size (int): k.
+        input_scale (Tensor, optional): (C, ) factors. Defaults to None.
+        out_bias (Tensor, optional): (C, ) bias. Defaults to None.
+    """
+    _check(x, weight, kernel_size)
+    if not out.is_contiguous() or out.shape != x.shape:
+        raise ValueError(f'out must be contiguous {tuple(x.shape)}, got '
+                         f'{tuple(out.shape)}')
+    return _forward(x.contiguous(), weight.contiguous(), kernel_size,
+                    out.dtype, input_scale, out_bias, out)
