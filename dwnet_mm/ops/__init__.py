@@ -8,6 +8,7 @@ from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, gelu_mlp,
                   mlp_chunk_rows, native_mlp_supported)
 from .native import native_disabled, native_ops, native_ops_for
 from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
+                                    triton_i_dynamic_conv_from_features,
                                     triton_i_dynamic_conv_into,
                                     triton_i_dynamic_supported)
 
@@ -18,5 +19,6 @@ __all__ = [
     'native_depthwise_supported', 'native_disabled',
     'native_i_dynamic_supported', 'native_mlp_supported', 'native_nhwc_view',
     'native_ops', 'native_ops_for', 'triton_i_dynamic_conv',
-    'triton_i_dynamic_conv_into', 'triton_i_dynamic_supported'
+    'triton_i_dynamic_conv_from_features', 'triton_i_dynamic_conv_into',
+    'triton_i_dynamic_supported'
 ]

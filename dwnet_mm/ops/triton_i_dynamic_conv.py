@@ -191,23 +191,71 @@ class TritonIDynamicConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        need_x, need_w = ctx.needs_input_grad[:2]
-        B, C, H, W = x.shape
-        G = weight.shape[1]
-        grad_out = grad_out.contiguous()
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.empty_like(weight) if need_w else None
-        if not (need_x or need_w):
-            return None, None, None, None
-        cpg, cpg_block, block_p, (_, pixel_blocks) = _launch_config(
-            C, G, H, W)
-        _, backward_kernel = _kernels()
-        backward_kernel[(B * G, pixel_blocks)](
-            x, weight, grad_out, grad_x if need_x else x,
-            grad_w if need_w else weight, C, H, W, G, K=ctx.kernel_size,
-            CPG=cpg, CPG_BLOCK=cpg_block, BLOCK_P=block_p, NEED_X=need_x,
-            NEED_W=need_w, ACC=_accumulator(x, weight))
+        grad_x, grad_w = _backward(x, weight, grad_out, ctx.kernel_size,
+                                   *ctx.needs_input_grad[:2])
         return grad_x, grad_w, None, None
+
+
+class TritonIDynamicConvFromFeatures(torch.autograd.Function):
+    """The op of :func:`triton_i_dynamic_conv_from_features`: it keeps the
+    features, not the kernels, for the backward, which generates the kernels
+    again (a GEMM of inner size C_h) instead of holding a (B, G*k*k, H, W)
+    tensor per layer, G*k*k/C times the input (16x at DWNet-T's first
+    stage). Autocast applies to the backward's GEMMs as to the forward's."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type='cuda')
+    def forward(ctx, x, features, weight, kernel_size, groups, out_dtype):
+        x = x.contiguous()
+        ctx.save_for_backward(x, features, weight)
+        ctx.kernel_size, ctx.groups = kernel_size, groups
+        kernels = _generate(x, features, weight, groups, kernel_size)
+        return _forward(x, kernels, kernel_size, out_dtype)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type='cuda')
+    def backward(ctx, grad_out):
+        x, features, weight = ctx.saved_tensors
+        need_x, need_f, need_w = ctx.needs_input_grad[:3]
+        kernels = _generate(x, features, weight, ctx.groups, ctx.kernel_size)
+        grad_x, grad_k = _backward(x, kernels, grad_out, ctx.kernel_size,
+                                   need_x, need_f or need_w)
+        grad_f = grad_w = None
+        if grad_k is not None:
+            grad_k = grad_k.view(x.shape[0], weight.shape[0], -1)
+            if need_f:
+                grad_f = torch.bmm(grad_k.transpose(1, 2),
+                                   weight.expand(x.shape[0], -1, -1))
+                grad_f = grad_f.to(features.dtype)
+            if need_w:
+                grad_w = torch.bmm(grad_k, features).sum(0).to(weight.dtype)
+        return grad_x, grad_f, grad_w, None, None, None
+
+
+def _generate(x, features, weight, groups, kernel_size):
+    """(B, G*k*k, C_h) @ (B, C_h, HW), viewed (B, G, k*k, H, W)."""
+    B, _, H, W = x.shape
+    kernels = torch.bmm(weight.expand(B, -1, -1), features.transpose(1, 2))
+    return kernels.view(B, groups, kernel_size**2, H, W)
+
+
+def _backward(x, weight, grad_out, kernel_size, need_x, need_w):
+    """(grad_x, grad_weight), each None where not needed."""
+    if not (need_x or need_w):
+        return None, None
+    B, C, H, W = x.shape
+    G = weight.shape[1]
+    grad_out = grad_out.contiguous()
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_w = torch.empty_like(weight) if need_w else None
+    cpg, cpg_block, block_p, (_, pixel_blocks) = _launch_config(C, G, H, W)
+    _, backward_kernel = _kernels()
+    backward_kernel[(B * G, pixel_blocks)](
+        x, weight, grad_out, grad_x if need_x else x,
+        grad_w if need_w else weight, C, H, W, G, K=kernel_size, CPG=cpg,
+        CPG_BLOCK=cpg_block, BLOCK_P=block_p, NEED_X=need_x, NEED_W=need_w,
+        ACC=_accumulator(x, weight))
+    return grad_x, grad_w
 
 
 def _forward(x, weight, kernel_size, out_dtype, input_scale=None,
@@ -245,6 +293,41 @@ def triton_i_dynamic_conv(x, weight, kernel_size, out_dtype=None):
     if out_dtype is None:
         out_dtype = torch.promote_types(x.dtype, weight.dtype)
     return TritonIDynamicConv.apply(x, weight, kernel_size, out_dtype)
+
+
+def triton_i_dynamic_conv_from_features(x, features, weight, kernel_size,
+                                        groups, out_dtype=None):
+    """Differentiable I-Dynamic conv with kernels generated from features,
+    ``kernels[b] = weight @ features[b].T``, without keeping the kernels
+    for the backward (Triton).
+
+    Args:
+        x (Tensor): Input (B, C, H, W).
+        features (Tensor): (B, H*W, C_h), e.g. with a ones column whose
+            weight column is the bias.
+        weight (Tensor): (G*k*k, C_h).
+        kernel_size (int): k.
+        groups (int): G, dividing C.
+        out_dtype (torch.dtype, optional): Of the output. Defaults to the
+            promoted dtype of ``x`` and the kernels.
+
+    Returns:
+        Tensor: (B, C, H, W), contiguous.
+    """
+    B, C, H, W = x.shape
+    if features.shape[:2] != (B, H * W) or \
+            weight.shape != (groups * kernel_size**2, features.shape[2]) or \
+            C % groups:
+        raise ValueError(
+            f'features {tuple(features.shape)} and weight '
+            f'{tuple(weight.shape)} do not fit input {tuple(x.shape)}: '
+            f'expected (B, H*W, C_h) and (G*{kernel_size**2}, C_h) with G '
+            f'({groups}) dividing C')
+    if out_dtype is None:
+        out_dtype = torch.promote_types(x.dtype, weight.dtype)
+    return TritonIDynamicConvFromFeatures.apply(x, features, weight,
+                                                kernel_size, groups,
+                                                out_dtype)
 
 
 @torch.no_grad()

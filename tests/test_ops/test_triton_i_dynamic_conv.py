@@ -12,7 +12,10 @@ import torch
 pytest.importorskip('triton')
 
 CHECK = textwrap.dedent('''
+    import copy
+    import os
     import sys
+
     import torch
     from dwnet_mm.models.layers import (InhomogeneousDynamicConv2d,
                                         inhomogeneous_dynamic_conv)
@@ -78,25 +81,53 @@ CHECK = textwrap.dedent('''
         lambda a, b: TritonIDynamicConv.apply(a, b, 3, torch.float64),
         (x, w), fast_mode=True)
 
-    # The layer dispatches to the kernels (training and inference forms)
-    # and gives the results of its PyTorch ops.
+    # The layer dispatches to the kernels (training and inference forms):
+    # output and every gradient as the fp64 layer on PyTorch ops.
     layer = InhomogeneousDynamicConv2d(16, 7, groups=4).to(device)
     x = torch.randn(2, 16, 6, 9, device=device, requires_grad=True)
+    go = torch.randn(2, 16, 6, 9, device=device)
     assert triton_i_dynamic_supported(x)
-    hidden = layer.hidden_features(x)
-    conv2 = layer.conv2[0]
-    w = (conv2.weight.flatten(1) @ hidden.reshape(2, 54, -1).transpose(1, 2)
-         + conv2.bias.view(-1, 1))
-    want = reference(x, w.view(2, 4, 49, 6, 9), 7)
+    os.environ['DWNET_MM_NATIVE'] = '0'
+    layer64 = copy.deepcopy(layer).double()
+    x64 = x.detach().double().requires_grad_()
+    assert not triton_i_dynamic_supported(x64)
+    want = layer64(x64)
+    want.backward(go.double())
+    os.environ['DWNET_MM_NATIVE'] = '1'
     out = layer(x)
-    assert error(out.cpu(), want) < 1e-6
-    out.sum().backward()
-    assert x.grad is not None and layer.conv2[0].weight.grad is not None
+    out.backward(go)
+    pairs = [('out', out, want), ('grad_x', x.grad, x64.grad)] + [
+        (name, p.grad, p64.grad) for (name, p), p64 in zip(
+            layer.named_parameters(), layer64.parameters())]
+    for name, got, ref in pairs:
+        if ref.norm() < 1e-9:  # conv1's bias, before a batch-stat BN
+            assert got.norm() < 1e-5 * x64.grad.norm(), (name, got.norm())
+            continue
+        e = error(got.cpu(), ref.cpu())
+        assert e < 1e-5, (name, e)
+    conv2 = layer.conv2[0]
+    layer.eval()
+    layer64.eval()
     with torch.no_grad():
-        assert error(layer(x).cpu(), want) < 1e-6
+        os.environ['DWNET_MM_NATIVE'] = '0'
+        want = layer64(x64).cpu()
+        os.environ['DWNET_MM_NATIVE'] = '1'
+        assert error(layer(x).cpu(), want) < 1e-5
         got = generate_and_apply_i_dynamic(
-            x, hidden, conv2.weight.flatten(1), conv2.bias, 7, 4)
-        assert error(got.cpu(), want) < 1e-6
+            x, layer.hidden_features(x), conv2.weight.flatten(1), conv2.bias,
+            7, 4)
+        assert error(got.cpu(), want) < 1e-5
+    if device == 'cuda':
+        # Mixed precision: bf16 kernels, fp32 sums; the backward's GEMMs
+        # under autocast too.
+        layer.train()
+        x.grad = None
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            out = layer(x)
+        assert out.dtype == torch.bfloat16
+        out.float().backward(go)
+        assert x.grad.dtype == torch.float32
+        assert torch.isfinite(x.grad).all()
     print('triton i_dynamic ok on', device)
 ''')
 

@@ -8,7 +8,9 @@ from mmcv.cnn import build_norm_layer
 
 from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
                           native_i_dynamic_supported, native_nhwc_view,
-                          triton_i_dynamic_conv, triton_i_dynamic_conv_into,
+                          triton_i_dynamic_conv,
+                          triton_i_dynamic_conv_from_features,
+                          triton_i_dynamic_conv_into,
                           triton_i_dynamic_supported)
 
 
@@ -512,13 +514,12 @@ def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size,
         # The bias as the weight of a ones feature: added by the GEMM.
         features = torch.cat([features, features.new_ones(B, H * W, 1)], 2)
         weight = torch.cat([weight, bias.to(dtype).view(-1, 1)], 1)
+    if triton_i_dynamic_supported(x):
+        return triton_i_dynamic_conv_from_features(x, features, weight, k,
+                                                   groups, out_dtype)
     # (B, G*k*k, C_h) @ (B, C_h, HW): kernels come out in the (B, G, k*k,
     # H, W) layout of the op, with no transposing copy.
     kernels = torch.bmm(weight.expand(B, -1, -1), features.transpose(1, 2))
-    if triton_i_dynamic_supported(x):
-        # Zero padding in the kernel itself: no column mask.
-        return triton_i_dynamic_conv(
-            x, kernels.view(B, groups, k * k, H, W), k, out_dtype)
     mask = _column_mask(k, W, kernels)
     with torch.no_grad():
         # In place, outside autograd: the op zeroes the masked taps'
