@@ -457,13 +457,17 @@ def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
     assert 'DWNET_MM_NATIVE' not in os.environ
 
 
+def _training_entry(benchmark, size, **kwargs):
+    model = benchmark.build_classifier('dwnet_tiny')
+    return model, benchmark.Entry(
+        'dwnet_tiny', 'train', 'train', model, torch.randn(2, 3, size, size),
+        torch.tensor([1, 2]), 'cpu', **kwargs)
+
+
 @pytest.mark.parametrize('adamw', ['fused', 'foreach', 'for-loop'])
 def test_benchmark_training_step_adamw(adamw):
     benchmark = _load_benchmark()
-    model = benchmark.build_classifier('dwnet_tiny')
-    entry = benchmark.Entry('dwnet_tiny', 'train', 'train', model,
-                            torch.randn(2, 3, 32, 32), torch.tensor([1, 2]),
-                            'cpu', adamw=adamw)
+    model, entry = _training_entry(benchmark, 32, adamw=adamw)
     defaults = entry.optimizer.defaults
     assert bool(defaults['fused']) == (adamw == 'fused')
     assert bool(defaults['foreach']) == (adamw == 'foreach')
@@ -476,10 +480,7 @@ def test_benchmark_training_step_adamw(adamw):
 @pytest.mark.parametrize('dtype', ['bf16', 'fp16'])
 def test_benchmark_mixed_precision_step(dtype):
     benchmark = _load_benchmark()
-    model = benchmark.build_classifier('dwnet_tiny')
-    entry = benchmark.Entry('dwnet_tiny', 'train', 'train', model,
-                            torch.randn(2, 3, 64, 64), torch.tensor([1, 2]),
-                            'cpu', dtype=dtype)
+    model, entry = _training_entry(benchmark, 64, dtype=dtype)
     # fp16 scales the loss, as mmengine's AmpOptimWrapper does.
     assert (entry.scaler is not None) == (dtype == 'fp16')
     seen = []
