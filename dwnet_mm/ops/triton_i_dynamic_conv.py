@@ -54,11 +54,12 @@ def triton_i_dynamic_supported(x):
 
 
 def _launch_config(channels, groups, height, width):
+    """Channels per group, padded to a power of two, pixels per program and
+    the programs per (image, group)."""
     cpg = channels // groups
     cpg_block = 1 << max(0, (cpg - 1).bit_length())
     block_p = max(32, min(256, _BLOCK_ELEMENTS // cpg_block))
-    grid = (0, -(-height * width // block_p))
-    return cpg, cpg_block, block_p, grid
+    return cpg, cpg_block, block_p, -(-height * width // block_p)
 
 
 def _accumulator(x, weight):
@@ -149,7 +150,7 @@ def _backward(x, weight, grad_out, kernel_size, need_x, need_w):
     grad_out = grad_out.contiguous()
     grad_x = torch.empty_like(x) if need_x else None
     grad_w = torch.empty_like(weight) if need_w else None
-    cpg, cpg_block, block_p, (_, pixel_blocks) = _launch_config(C, G, H, W)
+    cpg, cpg_block, block_p, pixel_blocks = _launch_config(C, G, H, W)
     _, backward_kernel = _kernels()
     backward_kernel[(B * G, pixel_blocks)](
         x, weight, grad_out, grad_x if need_x else x,
@@ -165,7 +166,7 @@ def _forward(x, weight, kernel_size, out_dtype, input_scale=None,
     G = weight.shape[1]
     if out is None:
         out = x.new_empty(x.shape, dtype=out_dtype)
-    cpg, cpg_block, block_p, (_, pixel_blocks) = _launch_config(C, G, H, W)
+    cpg, cpg_block, block_p, pixel_blocks = _launch_config(C, G, H, W)
     forward_kernel, _ = _kernels()
     forward_kernel[(B * G, pixel_blocks)](
         x, weight, input_scale if input_scale is not None else x,
