@@ -360,7 +360,7 @@ def inhomogeneous_dynamic_conv(x, weight, kernel_size):
     out_dtype, compute_dtype = _i_dynamic_dtypes(x, weight)
     if triton_i_dynamic_supported(x):
         return triton_i_dynamic_conv(
-            x, weight.view(B, -1, k2, H, W), kernel_size, out_dtype)
+            x, weight.reshape(B, -1, k2, H, W), kernel_size, out_dtype)
     weight = weight.to(compute_dtype)
     mask = _column_mask(kernel_size, W, weight)
     weight = _masked(weight.reshape(B, -1, k2, H, W), mask)
