@@ -399,7 +399,7 @@ def generate_and_apply_i_dynamic(x, hidden, weight, bias, kernel_size,
     tensor, G*k*k/C times larger than the input (16x at the first stage of
     DWNet-T), is never held whole: a chunk holds at most as many elements as
     the input (or one row), and only the chunk's images are copied to padded
-    rows.
+    rows. On GPUs (Triton) the chunks are whole images (at least one).
 
     Args:
         x (Tensor): Input (B, C, H, W), any memory format.
@@ -542,7 +542,10 @@ class InhomogeneousDynamicConv2d(nn.Module):
     is differentiable. Without gradients, the kernels are generated and
     applied chunk by chunk, which bounds the memory: in the native CPU kernel
     (:func:`dwnet_mm.ops.i_dynamic_conv_nhwc`) for channels-last fp32 CPU
-    inputs, else in :func:`generate_and_apply_i_dynamic`.
+    inputs, else in :func:`generate_and_apply_i_dynamic`. On GPUs the
+    kernels are applied by a Triton kernel
+    (:mod:`dwnet_mm.ops.triton_i_dynamic_conv`), and in training they are
+    generated again in the backward rather than kept.
 
     Args:
         channels (int): Number of input and output channels.
