@@ -32,8 +32,10 @@ def _kernels():
     return triton_kernels.forward_kernel, triton_kernels.backward_kernel
 
 
+@functools.lru_cache(maxsize=None)
 def triton_available():
-    """Whether Triton can be imported (it ships with CUDA builds of torch)."""
+    """Whether Triton can be imported (it ships with CUDA builds of torch);
+    asked once, not in every layer's forward."""
     try:
         import triton  # noqa: F401
     except ImportError:

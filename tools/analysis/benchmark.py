@@ -264,8 +264,9 @@ class Entry:
         self.timer = timer
         self.model, self.inputs, self.labels = model, inputs, labels
         self.device = device
+        self.device_type = torch.device(device).type
         self.autocast_dtype = DTYPES[dtype]
-        self.scaler = torch.amp.GradScaler(torch.device(device).type) \
+        self.scaler = torch.amp.GradScaler(self.device_type) \
             if mode == 'train' and dtype == 'fp16' else None
         self.times = []
         self.faults = []  # minor page faults of each timed step
@@ -299,9 +300,8 @@ class Entry:
             return self._step()
 
     def _step(self):
-        autocast = torch.autocast(
-            torch.device(self.device).type, dtype=self.autocast_dtype,
-            enabled=self.autocast_dtype is not None)
+        autocast = torch.autocast(self.device_type, dtype=self.autocast_dtype,
+                                  enabled=self.autocast_dtype is not None)
         if self.mode == 'infer':
             with torch.no_grad(), autocast:
                 self.model(self.inputs, mode='tensor')
