@@ -32,7 +32,7 @@ from dwnet_mm.ops import (MLP_CHUNK_ELEMENTS, bias_activation_,
                           depthwise_conv_nhwc, i_dynamic_conv_nhwc,
                           interleaved_channels, mlp_chunk_rows,
                           native_depthwise_supported,
-                          native_i_dynamic_supported)
+                          native_i_dynamic_supported, small_batch_linear)
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
                            generate_and_apply_i_dynamic,
                            inhomogeneous_dynamic_conv)
@@ -292,7 +292,8 @@ class FoldedDynamicDepthwiseConv2d(nn.Module):
         B, H, W, C = x.shape
         k = self.kernel_size
         context = linear_relu(x.mean((1, 2)), self.conv1)
-        kernel = F.linear(context, self.conv2.weight, self.conv2.bias)
+        kernel = small_batch_linear(context, self.conv2.weight,
+                                    self.conv2.bias)
         if native_depthwise_supported(x, k):
             return depthwise_conv_nhwc(x, kernel.view(B, C, k, k), self.bias,
                                        relu=True)

@@ -8,6 +8,7 @@ from mmcv.cnn import build_norm_layer
 
 from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
                           native_i_dynamic_supported, native_nhwc_view,
+                          small_batch_linear,
                           triton_i_dynamic_conv,
                           triton_i_dynamic_conv_from_features,
                           triton_i_dynamic_conv_into,
@@ -80,14 +81,14 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def predict_kernel(self, x):
         """Per-image kernels of shape (B * C, 1, k, k)."""
-        # The 1x1 convs of a 1x1 map as matmuls (the conv kernels would take
-        # a slow generic path).
+        # The 1x1 convs of a 1x1 map as matmuls of one row per image (the
+        # conv kernels would take a slow generic path).
         context = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        context = F.linear(context, self.conv1.weight.flatten(1),
-                           self.conv1.bias)
+        context = small_batch_linear(context, self.conv1.weight.flatten(1),
+                                     self.conv1.bias)
         context = F.relu(self.bn(context[..., None, None])).flatten(1)
-        kernel = F.linear(context, self.conv2.weight.flatten(1),
-                          self.conv2.bias)
+        kernel = small_batch_linear(context, self.conv2.weight.flatten(1),
+                                    self.conv2.bias)
         return kernel.reshape(-1, 1, self.kernel_size, self.kernel_size)
 
     def forward(self, x):
