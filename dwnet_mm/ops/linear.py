@@ -3,7 +3,7 @@
 The dynamic conv's kernel generator maps one pooled row per image to
 ``C * k * k`` kernel values: a product with as few rows as images, where
 BLAS is slow and every product streams the whole weight (up to 29 MB in
-DWNet-T). The native kernels stream it once in the forward and once in the
+D-DWNet-T). The native kernels stream it once in the forward and once in the
 backward, which makes all three gradients in that pass.
 """
 import torch
@@ -13,7 +13,8 @@ from torch.autograd.function import once_differentiable
 from .native import native_ops, native_ops_for
 
 # The native kernels take up to 64 rows. With 8, 16 and 32 rows they ran
-# 1.2-3x as fast as BLAS (2 threads, DWNet-T's generator shapes).
+# 1.1-3.3x as fast as BLAS, forward and backward (2 threads, D-DWNet-T's
+# generator shapes, caches flushed).
 MAX_NATIVE_ROWS = 32
 
 

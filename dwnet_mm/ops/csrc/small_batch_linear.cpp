@@ -1,7 +1,7 @@
 // A linear layer on a few rows (the dynamic conv's kernel generator: one
 // row per image, C*k*k outputs), forward and backward, for x86-64 CPUs with
 // AVX2 and FMA. With 8 rows, BLAS runs these products at 5-15% of its peak
-// and reads or writes the weight (up to 29 MB in DWNet-T) once per product;
+// and reads or writes the weight (up to 29 MB in D-DWNet-T) once per product;
 // here the backward makes grad_weight, grad_bias and grad_input in one pass
 // over the weight.
 #include <torch/extension.h>
