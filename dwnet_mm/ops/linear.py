@@ -34,7 +34,6 @@ class SmallBatchLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         x, weight = x.contiguous(), weight.contiguous()
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return native_ops().small_batch_linear(
             x, weight, None if bias is None else bias.contiguous())
 
@@ -42,11 +41,10 @@ class SmallBatchLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        need_x, need_weight, need_bias = ctx.needs_input_grad
+        # needs_input_grad is False for a None bias.
         grad_x, grad_weight, grad_bias = \
             native_ops().small_batch_linear_backward(
-                grad.contiguous(), x, weight, need_x, need_weight,
-                ctx.has_bias and need_bias)
+                grad.contiguous(), x, weight, *ctx.needs_input_grad)
         return grad_x, grad_weight, grad_bias
 
 

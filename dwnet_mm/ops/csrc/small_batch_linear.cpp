@@ -188,7 +188,6 @@ std::vector<at::Tensor> small_batch_linear_backward(
 }  // namespace
 
 void register_small_batch_linear(pybind11::module& m) {
-  m.attr("small_batch_linear_max_rows") = kMaxRows;
   m.def("small_batch_linear", &small_batch_linear, py::arg("x"),
         py::arg("weight"), py::arg("bias") = py::none(),
         "x (B, K) @ weight (N, K)^T + bias for B <= 64");
