@@ -7,7 +7,8 @@ from .i_dynamic_conv import (i_dynamic_conv_nhwc, interleaved_channels,
 from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, gelu_mlp,
                   mlp_chunk_rows, native_mlp_supported)
 from .native import native_disabled, native_ops, native_ops_for
-from .linear import small_batch_linear
+from .linear import (linear_into, matmul_into, native_linear_supported,
+                     rows_linear, small_batch_linear)
 from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
                                     triton_i_dynamic_conv_from_features,
                                     triton_i_dynamic_conv_into,
@@ -15,11 +16,13 @@ from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
 
 __all__ = [
     'MLP_CHUNK_ELEMENTS', 'bias_activation_', 'depthwise_conv_nhwc',
-    'gelu_mlp', 'i_dynamic_conv_nhwc', 'interleaved_channels',
+    'gelu_mlp', 'i_dynamic_conv_nhwc', 'interleaved_channels', 'linear_into',
+    'matmul_into',
     'mlp_chunk_rows',
     'native_depthwise_supported', 'native_disabled',
-    'native_i_dynamic_supported', 'native_mlp_supported', 'native_nhwc_view',
-    'native_ops', 'native_ops_for', 'small_batch_linear',
+    'native_i_dynamic_supported', 'native_linear_supported',
+    'native_mlp_supported', 'native_nhwc_view',
+    'native_ops', 'native_ops_for', 'rows_linear', 'small_batch_linear',
     'triton_i_dynamic_conv',
     'triton_i_dynamic_conv_from_features', 'triton_i_dynamic_conv_into',
     'triton_i_dynamic_supported'

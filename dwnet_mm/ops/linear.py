@@ -1,11 +1,16 @@
-"""A linear layer on a few rows with the native CPU kernels.
+"""Linear layers on the native CPU kernels.
 
-The dynamic conv's kernel generator maps one pooled row per image to
-``C * k * k`` kernel values: a product with as few rows as images, where
-BLAS is slow and every product streams the whole weight (up to 29 MB in
-D-DWNet-T). The native kernels stream it once in the forward and once in the
-backward, which makes all three gradients in that pass.
+* Many rows (the deploy form's 1x1 convs and MLPs): :func:`linear_into`, on
+  a weight packed once into column panels (cached per weight tensor), with
+  the bias, a ReLU or the residual add fused into the product.
+* A few rows (the dynamic conv's kernel generator, one pooled row per image
+  to ``C * k * k`` kernel values, where BLAS is slow and every product
+  streams the whole weight, up to 29 MB in D-DWNet-T):
+  :func:`small_batch_linear`, which streams it once in the forward and once
+  in the backward, making all three gradients in that pass.
 """
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -64,3 +69,142 @@ def small_batch_linear(x, weight, bias=None):
     if native_small_batch_supported(x, weight, bias):
         return SmallBatchLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+# Below this many rows the native products of the training form do not pay
+# for packing the weight in every call (stage 4 of DWNet-T at batch 8: 392
+# rows, where the packing took 13% of the product's time).
+MIN_PACKED_ROWS = 1024
+
+# Packed weights by id(weight): the tensor (weakly), its version and data
+# pointer when packed, and the packed tensor. An in-place update or a move
+# repacks; the entry goes with the tensor.
+_packed_weights = {}
+
+
+def packed_linear_weight(weight, cache=True):
+    """``weight`` (out, in) packed for :func:`linear_into`; with ``cache``,
+    kept (as long as the tensor lives) until the tensor changes. The cache
+    costs one more copy of the weight, which the deploy form, whose weights
+    do not change, accepts."""
+    if not cache:
+        return native_ops().pack_linear_weight(weight.detach().contiguous())
+    key = id(weight)
+    entry = _packed_weights.get(key)
+    if entry is not None:
+        ref, version, pointer, packed = entry
+        if ref() is weight and version == weight._version and \
+                pointer == weight.data_ptr():
+            return packed
+    packed = native_ops().pack_linear_weight(weight.detach().contiguous())
+    _packed_weights[key] = (weakref.ref(
+        weight, lambda _, key=key: _packed_weights.pop(key, None)),
+                            weight._version, weight.data_ptr(), packed)
+    return packed
+
+
+def native_linear_supported(x, weight, bias=None, transposed_x=False):
+    """Whether :func:`linear_into` runs natively: fp32 CPU tensors outside
+    autograd, ``x`` 2-D and contiguous (or, with ``transposed_x``, the
+    transpose of a contiguous tensor), a multiple of 16 outputs."""
+    tensors = [t for t in (x, weight, bias) if t is not None]
+    if native_ops_for(x) is None or x.dim() != 2 or weight.shape[0] % 16:
+        return False
+    if not x.is_contiguous() and not (transposed_x and x.t().is_contiguous()):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return all(t.dtype == torch.float32 and t.device == x.device
+               for t in tensors)
+
+
+def _native_out(out):
+    return out.is_contiguous() and out.dtype == torch.float32
+
+
+def linear_into(out, x, weight, bias=None, relu=False, accumulate=False,
+                packed=None, native=True):
+    """``out = [out +] x @ weight.T [+ bias]``, then ``relu`` if set, in
+    place, for 2-D ``x`` and ``out``, without autograd.
+
+    On the native kernels where :func:`native_linear_supported`, else on
+    PyTorch ops.
+
+    Args:
+        packed (Tensor, optional): ``weight`` packed by
+            :func:`packed_linear_weight`. Defaults to its cached packing.
+        native (bool): False for PyTorch ops. Defaults to True.
+
+    Returns:
+        Tensor: ``out``.
+    """
+    if native and native_linear_supported(x, weight, bias) and \
+            _native_out(out):
+        if packed is None:
+            packed = packed_linear_weight(weight)
+        native_ops().packed_linear(x, packed, bias, out, relu, accumulate)
+        return out
+    if accumulate:
+        out.addmm_(x, weight.t())
+    else:
+        torch.mm(x, weight.t(), out=out)
+    if bias is not None:
+        out.add_(bias)
+    return out.relu_() if relu else out
+
+
+def matmul_into(out, x, b, accumulate=False):
+    """``out = [out +] x @ b`` in place, for 2-D tensors without autograd;
+    natively where ``b`` (K, N) is contiguous with N a multiple of 16 and
+    ``x`` contiguous or a transposed contiguous tensor: the backward's
+    input gradient ``grad @ weight`` and weight gradient ``grad.T @ x``,
+    with no copies."""
+    if native_linear_supported(x, b.t(), transposed_x=True) and \
+            b.is_contiguous() and _native_out(out):
+        native_ops().matmul_into(x, b, None, out, False, accumulate)
+        return out
+    if accumulate:
+        return out.addmm_(x, b)
+    return torch.mm(x, b, out=out)
+
+
+class PackedLinear(torch.autograd.Function):
+    """``F.linear`` of 2-D ``x`` on the native kernels: the weight packed
+    in each forward, the input gradient read from the weight as it is."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        out = x.new_empty(x.shape[0], weight.shape[0])
+        return linear_into(out, x, weight, bias,
+                           packed=packed_linear_weight(weight, cache=False))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad_x = matmul_into(torch.empty_like(x), grad, weight) \
+            if need_x else None
+        grad_weight = matmul_into(weight.new_empty(weight.shape), grad.t(),
+                                  x) if need_weight else None
+        grad_bias = grad.sum(0) if ctx.has_bias and need_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+def rows_linear(x, weight, bias=None):
+    """``F.linear(x, weight, bias)`` over the last dim of a contiguous
+    ``x``: on the native kernels for fp32 CPU tensors of at least
+    :data:`MIN_PACKED_ROWS` rows and widths that are multiples of 16, else
+    on ``F.linear``."""
+    rows = x.view(-1, x.shape[-1]) if x.is_contiguous() else None
+    if rows is None or rows.shape[0] < MIN_PACKED_ROWS or \
+            weight.shape[1] % 16 or native_ops_for(x) is None or \
+            not native_linear_supported(
+                rows.detach(), weight.detach(),
+                None if bias is None else bias.detach()):
+        return F.linear(x, weight, bias)
+    out = PackedLinear.apply(rows, weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])

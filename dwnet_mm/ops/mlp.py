@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .linear import (MIN_PACKED_ROWS, linear_into, matmul_into,
+                     native_linear_supported, packed_linear_weight)
 from .native import native_ops_for
 
 # Hidden activations per chunk (8 MiB in fp32): in the CPU's last-level
@@ -75,19 +77,33 @@ def _forward_chunks(x, w1, b1, w2, b2, hidden=None):
     step = mlp_chunk_rows(rows, width)
     out = x.new_empty(rows, w2.shape[0])
     buffer = x.new_empty(step, width)
+    packed1, packed2 = _packed_weights(x, w1, w2)
+    native = packed1 is not None
     for start in range(0, rows, step):
         chunk = x[start:start + step]
         act = buffer[:chunk.shape[0]]
         if hidden is None:
-            bias_activation_(torch.mm(chunk, w1.t(), out=act), b1, 'gelu')
+            linear_into(act, chunk, w1, packed=packed1, native=native)
+            bias_activation_(act, b1, 'gelu')
         else:
-            h = torch.mm(chunk, w1.t(), out=hidden[start:start + step])
+            h = linear_into(hidden[start:start + step], chunk, w1,
+                            packed=packed1, native=native)
             bias_activation_(h, b1, 'gelu', out=act)
-        if b2 is None:
-            torch.mm(act, w2.t(), out=out[start:start + step])
-        else:
-            torch.addmm(b2, act, w2.t(), out=out[start:start + step])
+        linear_into(out[start:start + step], act, w2, b2, packed=packed2,
+                    native=native)
     return out
+
+
+def _packed_weights(x, w1, w2):
+    """Both weights packed for :func:`linear_into` where the native
+    products pay for it (at least MIN_PACKED_ROWS rows), else Nones (the
+    products then run on PyTorch's)."""
+    if x.shape[0] < MIN_PACKED_ROWS or w2.shape[1] != w1.shape[0] or \
+            not native_linear_supported(x, w1) or \
+            not native_linear_supported(x, w2):
+        return None, None
+    return (packed_linear_weight(w1, cache=False),
+            packed_linear_weight(w2, cache=False))
 
 
 class GeluMlpFunction(torch.autograd.Function):
@@ -138,16 +154,17 @@ class GeluMlpFunction(torch.autograd.Function):
                 ops.bias_activation(h, None, ACTIVATIONS['gelu'], buf)
             if need_w2:
                 if grad_w2 is None:
-                    grad_w2 = torch.mm(g.t(), buf)
+                    grad_w2 = matmul_into(w2.new_empty(w2.shape), g.t(), buf)
                 else:
-                    grad_w2.addmm_(g.t(), buf)
+                    matmul_into(grad_w2, g.t(), buf, accumulate=True)
             if not need_hidden:
                 continue  # fc1 frozen and x a leaf: no hidden gradient
-            h.mul_(torch.mm(g, w2, out=buf))
+            h.mul_(matmul_into(buf, g, w2))
             if need_x:
-                torch.mm(h, w1, out=grad_x[start:start + step])
+                matmul_into(grad_x[start:start + step], h, w1)
         # `hidden` holds the gradient of fc1's output now.
-        grad_w1 = hidden.t().mm(x) if need_w1 else None
+        grad_w1 = matmul_into(w1.new_empty(w1.shape), hidden.t(),
+                              x) if need_w1 else None
         grad_b1 = hidden.sum(0) if ctx.has_bias[0] and need_b1 else None
         grad_b2 = grad_out.sum(0) if ctx.has_bias[1] and need_b2 else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2

@@ -20,7 +20,8 @@ import torch
 SOURCES = [
     Path(__file__).parent / 'csrc' / name
     for name in ('bindings.cpp', 'activation.cpp', 'depthwise_conv.cpp',
-                 'i_dynamic_conv.cpp', 'small_batch_linear.cpp')
+                 'i_dynamic_conv.cpp', 'packed_linear.cpp',
+                 'small_batch_linear.cpp')
 ]
 DISABLE_ENV = 'DWNET_MM_NATIVE'
 

@@ -2,6 +2,7 @@
 import importlib.util
 import mmap
 import os
+import platform
 import subprocess
 import sys
 from copy import deepcopy
@@ -540,3 +541,16 @@ def test_i_dynamic_layer_memory_within_twice_static():
         assert row['i_dynamic_mixer'] <= 2 * row['static_mixer'], row
         assert row['i_dynamic_deploy_block'] <= \
             2 * row['static_deploy_block'], row
+
+
+def test_benchmark_gemm_peak_is_the_better_product():
+    """fp32 on the CPU: the peak of a round is the better of torch.mm and
+    dwnet_mm's native product, both timed (the native one beats MKL on
+    DWNet's shapes, so a torch.mm-only peak would overstate the shares)."""
+    benchmark = _load_benchmark()
+    gemm = benchmark.GemmPeak(64, 'cpu', count=1)
+    rate = gemm.run()
+    rates = gemm.torch_rates + gemm.native_rates
+    if platform.machine().lower() in ('x86_64', 'amd64'):
+        assert len(gemm.native_rates) == 1
+    assert rate == max(rates) and gemm.rates == [rate]

@@ -349,8 +349,10 @@ def synchronize(device):
 
 
 class GemmPeak:
-    """Large matmuls: the machine's practical MAC/s peak in a dtype
-    (``--dtype``; fp32 by default)."""
+    """Large square matmuls: the machine's practical MAC/s peak in a dtype
+    (``--dtype``; fp32 by default), the better of PyTorch's ``torch.mm``
+    (MKL on x86) and, for fp32 on the CPU, dwnet_mm's native product, timed
+    in turn each round."""
 
     def __init__(self, size, device, count=3, timer=time.perf_counter,
                  dtype='fp32'):
@@ -363,18 +365,33 @@ class GemmPeak:
         self.macs = size**3 * count
         self.count = count
         self.device = device
-        self.rates = []
+        self.rates = []  # the better of the two, per round
+        self.torch_rates = []
+        self.native_rates = []
+        from dwnet_mm.ops import matmul_into, native_ops_for
+        self.native = None
+        if native_ops_for(self.a) is not None and size % 16 == 0:
+            self.native = lambda: matmul_into(self.out, self.a, self.b)
 
-    def run(self):
-        """Time one round; returns (and records) the MAC/s."""
-        torch.mm(self.a, self.b, out=self.out)  # warm caches and threads
+    def _time(self, product):
+        product()  # warm caches and threads
         synchronize(self.device)
         start = self.timer()
         for _ in range(self.count):
-            torch.mm(self.a, self.b, out=self.out)
+            product()
         synchronize(self.device)
-        self.rates.append(self.macs / (self.timer() - start))
-        return self.rates[-1]
+        return self.macs / (self.timer() - start)
+
+    def run(self):
+        """Time one round; returns (and records) the better MAC/s."""
+        self.torch_rates.append(
+            self._time(lambda: torch.mm(self.a, self.b, out=self.out)))
+        rate = self.torch_rates[-1]
+        if self.native is not None:
+            self.native_rates.append(self._time(self.native))
+            rate = max(rate, self.native_rates[-1])
+        self.rates.append(rate)
+        return rate
 
 
 def peak_memory(entry):
@@ -518,9 +535,15 @@ def report(env, entries, gemm, macs, memory, layer_rows):
     print('\n## Environment')
     for key, value in env.items():
         print(f'- {key}: {value}')
-    print(f'- {gemm.dtype} GEMM peak ({gemm.a.shape[0]}^3 matmuls): median '
-          f'{peak / 1e9:.1f} GMAC/s, best {max(gemm.rates) / 1e9:.1f} '
+    print(f'- {gemm.dtype} GEMM peak ({gemm.a.shape[0]}^3 matmuls, the '
+          f'better of torch.mm and dwnet_mm\'s native product each round): '
+          f'median {peak / 1e9:.1f} GMAC/s, best {max(gemm.rates) / 1e9:.1f} '
           f'GMAC/s over {len(gemm.rates)} rounds')
+    print(f'  - torch.mm: median {statistics.median(gemm.torch_rates) / 1e9:.1f}'
+          ' GMAC/s' + ('' if not gemm.native_rates else
+                       '; dwnet_mm native: median '
+                       f'{statistics.median(gemm.native_rates) / 1e9:.1f} '
+                       'GMAC/s'))
     results = []
     for mode, title in (('infer', 'Inference'), ('train', 'Training step')):
         rows = [e for e in entries if e.mode == mode]
@@ -589,7 +612,8 @@ def report(env, entries, gemm, macs, memory, layer_rows):
           'memory: tensors allocated during one step above the start (see '
           '--help).')
     return dict(environment=env, gemm_peak_gmacs=peak / 1e9,
-                gemm_rates=gemm.rates, results=results,
+                gemm_rates=gemm.rates, gemm_torch_rates=gemm.torch_rates,
+                gemm_native_rates=gemm.native_rates, results=results,
                 layer_memory=layer_rows)
 
 

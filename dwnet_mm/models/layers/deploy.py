@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.ops import (MLP_CHUNK_ELEMENTS, bias_activation_,
                           depthwise_conv_nhwc, i_dynamic_conv_nhwc,
-                          interleaved_channels, mlp_chunk_rows,
+                          interleaved_channels, linear_into, mlp_chunk_rows,
                           native_depthwise_supported,
                           native_i_dynamic_supported, small_batch_linear)
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
@@ -65,18 +65,18 @@ class LinearWeights(NamedTuple):
 
 def linear_relu(x, linear):
     """``relu(linear(x))``."""
-    y = F.linear(x, linear.weight, linear.bias)
-    if _inference(x, linear.weight, linear.bias):
-        return y.relu_()
-    return F.relu(y)
+    if _fast_path(x, linear.weight, linear.bias):
+        out = x.new_empty(*x.shape[:-1], linear.weight.shape[0])
+        linear_into(out.view(-1, out.shape[-1]),
+                    x.contiguous().view(-1, x.shape[-1]), linear.weight,
+                    linear.bias, relu=True)
+        return out
+    return F.relu(F.linear(x, linear.weight, linear.bias))
 
 
 def _accumulate_linear(out, x, linear):
     """``out += linear(x)`` for 2-D ``out`` and ``x``, in place."""
-    out.addmm_(x, linear.weight.t())
-    if linear.bias is not None:
-        out.add_(linear.bias)
-    return out
+    return linear_into(out, x, linear.weight, linear.bias, accumulate=True)
 
 
 def residual_linear(residual, x, linear, inplace=False):
@@ -109,12 +109,11 @@ def residual_mlp(x, fc1, fc2, inplace=False, workspace=None):
         if x.device.type == 'cpu' else rows.shape[0]
     if workspace is None or workspace.numel() < chunk_rows * hidden_width:
         workspace = rows.new_empty(chunk_rows * hidden_width)
-    weight_t = fc1.weight.t()
     for start in range(0, rows.shape[0], chunk_rows):
         chunk = rows[start:start + chunk_rows]
         hidden = workspace[:chunk.shape[0] * hidden_width].view(
             chunk.shape[0], hidden_width)
-        torch.mm(chunk, weight_t, out=hidden)
+        linear_into(hidden, chunk, fc1.weight)
         bias_activation_(hidden, fc1.bias, 'gelu')
         _accumulate_linear(chunk, hidden, fc2)
     return rows.view(x.shape)

@@ -1,9 +1,8 @@
 """The DW-block: DWNet's replacement for (shifted) window attention."""
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
-from dwnet_mm.ops import depthwise_conv_nhwc, native_nhwc_view
+from dwnet_mm.ops import depthwise_conv_nhwc, native_nhwc_view, rows_linear
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
 
 DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
@@ -112,8 +111,8 @@ def pointwise_conv_module(module, x):
         Tensor: (N, C', H, W), channels-last memory when ``x`` is.
     """
     conv = module.conv
-    x = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1),
-                 conv.bias).permute(0, 3, 1, 2)
+    x = rows_linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1),
+                    conv.bias).permute(0, 3, 1, 2)
     if module.with_norm:
         x = module.norm(x)
     if module.with_activation:

@@ -3,6 +3,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
+from dwnet_mm.ops import rows_linear
+
 
 def pad_to_multiple(x, multiple):
     """Zero-pad an NCHW tensor on the bottom/right to a multiple of size."""
@@ -68,8 +70,8 @@ class PatchEmbed(nn.Module):
         # output is already channels-last.
         patches = x.reshape(B, C, H // p, p, W // p, p).permute(
             0, 2, 4, 1, 3, 5).reshape(B, H // p, W // p, C * p * p)
-        x = F.linear(patches, self.projection.weight.flatten(1),
-                     self.projection.bias)
+        x = rows_linear(patches, self.projection.weight.flatten(1),
+                        self.projection.bias)
         return channel_norm_nhwc(self.norm, x)
 
 
@@ -99,7 +101,8 @@ class PatchMerging(nn.Module):
 
     def forward_nhwc(self, x):
         """(N, H, W, C) -> (N, H/2, W/2, 2C)."""
-        return self.reduction(channel_norm_nhwc(self.norm, gather_2x2(x)))
+        return rows_linear(channel_norm_nhwc(self.norm, gather_2x2(x)),
+                           self.reduction.weight, self.reduction.bias)
 
 
 def gather_2x2(x):

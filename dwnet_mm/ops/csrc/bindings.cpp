@@ -10,6 +10,7 @@
 void register_activation(pybind11::module& m);
 void register_depthwise_conv(pybind11::module& m);
 void register_i_dynamic_conv(pybind11::module& m);
+void register_packed_linear(pybind11::module& m);
 void register_small_batch_linear(pybind11::module& m);
 
 namespace {
@@ -36,5 +37,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_activation(m);
   register_depthwise_conv(m);
   register_i_dynamic_conv(m);
+  register_packed_linear(m);
   register_small_batch_linear(m);
 }
