@@ -10,8 +10,9 @@ import dwnet_mm.ops.linear as linear_module
 from dwnet_mm.models.layers.depthwise_mixer import DepthwiseMixer
 from dwnet_mm.ops import (linear_into, matmul_into, native_linear_supported,
                           native_ops, rows_linear)
-from dwnet_mm.ops.linear import (MIN_PACKED_ROWS, PackedLinear,
-                                 packed_linear_weight)
+from dwnet_mm.ops.linear import MIN_PACKED_ROWS, packed_linear_weight
+# Test files are on sys.path (pytest's default import mode).
+from test_small_batch_linear import graph_node_names, relative_error
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
@@ -28,23 +29,6 @@ SHAPES = [
     (5, 1, 64),
     (390, 800, 32),
 ]
-
-
-def graph_node_names(grad_fn):
-    """Names of every node of an autograd graph."""
-    names, stack, seen = set(), [grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return names
-
-
-def relative_error(actual, expected):
-    return ((actual.double() - expected).norm() / expected.norm()).item()
 
 
 @needs_native
