@@ -103,19 +103,26 @@ def packed_linear_weight(weight, cache=True):
     return packed
 
 
-def native_linear_supported(x, weight, bias=None, transposed_x=False):
-    """Whether :func:`linear_into` runs natively: fp32 CPU tensors outside
-    autograd, ``x`` 2-D and contiguous (or, with ``transposed_x``, the
+def _native_operands(x, weight, bias=None, transposed_x=False):
+    """Shapes, dtypes and devices the native products take: fp32 CPU
+    tensors, ``x`` 2-D and contiguous (or, with ``transposed_x``, the
     transpose of a contiguous tensor), a multiple of 16 outputs."""
     tensors = [t for t in (x, weight, bias) if t is not None]
     if native_ops_for(x) is None or x.dim() != 2 or weight.shape[0] % 16:
         return False
     if not x.is_contiguous() and not (transposed_x and x.t().is_contiguous()):
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
     return all(t.dtype == torch.float32 and t.device == x.device
                for t in tensors)
+
+
+def native_linear_supported(x, weight, bias=None, transposed_x=False):
+    """Whether :func:`linear_into` runs natively: the operands of
+    :func:`_native_operands`, outside autograd."""
+    if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, weight, bias)):
+        return False
+    return _native_operands(x, weight, bias, transposed_x)
 
 
 def _native_out(out):
@@ -161,7 +168,7 @@ def matmul_into(out, x, b, accumulate=False):
     with no copies."""
     if native_linear_supported(x, b.t(), transposed_x=True) and \
             b.is_contiguous() and _native_out(out):
-        native_ops().matmul_into(x, b, None, out, False, accumulate)
+        native_ops().matmul_into(x, b, out, accumulate)
         return out
     if accumulate:
         return out.addmm_(x, b)
@@ -197,14 +204,11 @@ class PackedLinear(torch.autograd.Function):
 def rows_linear(x, weight, bias=None):
     """``F.linear(x, weight, bias)`` over the last dim of a contiguous
     ``x``: on the native kernels for fp32 CPU tensors of at least
-    :data:`MIN_PACKED_ROWS` rows and widths that are multiples of 16, else
+    :data:`MIN_PACKED_ROWS` rows and a multiple of 16 outputs, else
     on ``F.linear``."""
     rows = x.view(-1, x.shape[-1]) if x.is_contiguous() else None
     if rows is None or rows.shape[0] < MIN_PACKED_ROWS or \
-            weight.shape[1] % 16 or native_ops_for(x) is None or \
-            not native_linear_supported(
-                rows.detach(), weight.detach(),
-                None if bias is None else bias.detach()):
+            not _native_operands(rows, weight, bias):
         return F.linear(x, weight, bias)
     out = PackedLinear.apply(rows, weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])

@@ -1,6 +1,6 @@
 // A linear layer on many rows, out = x @ weight^T + bias (ReLU and
-// accumulation into out fused), for x86-64 CPUs: the 1x1 convs and MLPs of
-// the deploy form. On this project's AMD EPYC (Zen 4) machine, MKL's sgemm
+// accumulation into out fused), for x86-64 CPUs: the 1x1 convs and MLPs,
+// with the training form's gradients. On this project's AMD EPYC (Zen 4) machine, MKL's sgemm
 // runs DWNet-T's shapes (inner sizes 96-768) at 60-90% of what these
 // register-tiled loops reach, and a fused epilogue saves a pass over the
 // output for the bias, the ReLU and the residual add.
@@ -215,17 +215,16 @@ void packed_linear(const at::Tensor& x, const at::Tensor& packed,
        out, relu, accumulate);
 }
 
-// x @ b for a plain row-major b (K, N): the backward's grad_input, which
-// reads the weight as it is.
-void matmul_into(const at::Tensor& x, const at::Tensor& b,
-                 const c10::optional<at::Tensor>& bias, at::Tensor& out,
-                 bool relu, bool accumulate) {
+// [out +] x @ b for a plain row-major b (K, N): the backward's products,
+// which read the weight and activations as they are.
+void matmul_into(const at::Tensor& x, const at::Tensor& b, at::Tensor& out,
+                 bool accumulate) {
   check_input(b, "b");
   TORCH_CHECK(b.dim() == 2 && b.size(1) % kMinPanelWidth == 0,
               "b must be (K, N) with N a multiple of 16, got ", b.sizes(),
               "; use torch.mm for other widths");
   gemm(x, b.data_ptr<float>(), false, b.size(0), b.size(1),
-       panel_width(b.size(1)), bias, out, relu, accumulate);
+       panel_width(b.size(1)), c10::nullopt, out, false, accumulate);
 }
 
 }  // namespace
@@ -238,7 +237,6 @@ void register_packed_linear(pybind11::module& m) {
         py::arg("accumulate") = false,
         "out (M, N) = [out +] x @ weight^T [+ bias], then [ReLU]");
   m.def("matmul_into", &matmul_into, py::arg("x"), py::arg("b"),
-        py::arg("bias"), py::arg("out"), py::arg("relu") = false,
-        py::arg("accumulate") = false,
-        "out (M, N) = [out +] x @ b [+ bias], then [ReLU], b (K, N)");
+        py::arg("out"), py::arg("accumulate") = false,
+        "out (M, N) = [out +] x @ b, b (K, N) row-major");
 }
