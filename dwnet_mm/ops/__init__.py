@@ -4,8 +4,9 @@ from .depthwise_conv import (depthwise_conv_nhwc, native_depthwise_supported,
                              native_nhwc_view)
 from .i_dynamic_conv import (i_dynamic_conv_nhwc, interleaved_channels,
                              native_i_dynamic_supported)
-from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, gelu_mlp,
-                  mlp_chunk_rows, native_mlp_supported)
+from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, fused_mlp,
+                  fused_mlp_supported, gelu_mlp, mlp_chunk_rows,
+                  native_mlp_supported)
 from .native import native_disabled, native_ops, native_ops_for
 from .linear import (linear_into, matmul_into, native_linear_supported,
                      rows_linear, small_batch_linear)
@@ -16,7 +17,7 @@ from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
 
 __all__ = [
     'MLP_CHUNK_ELEMENTS', 'bias_activation_', 'depthwise_conv_nhwc',
-    'gelu_mlp', 'i_dynamic_conv_nhwc', 'interleaved_channels', 'linear_into',
+    'fused_mlp', 'fused_mlp_supported', 'gelu_mlp', 'i_dynamic_conv_nhwc', 'interleaved_channels', 'linear_into',
     'matmul_into',
     'mlp_chunk_rows',
     'native_depthwise_supported', 'native_disabled',

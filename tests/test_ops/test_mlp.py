@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 import dwnet_mm.ops.mlp as mlp_ops
 from dwnet_mm.models.layers import Mlp
-from dwnet_mm.ops import (bias_activation_, gelu_mlp, native_mlp_supported,
-                          native_ops)
+from dwnet_mm.ops import (bias_activation_, fused_mlp, fused_mlp_supported,
+                          gelu_mlp, native_mlp_supported, native_ops)
+from dwnet_mm.ops.linear import packed_linear_weight
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
@@ -207,3 +208,114 @@ def test_block_mlp_trains_like_the_pytorch_one(monkeypatch):
     for got, expected in zip(native_grads,
                              [x2.grad] + [p.grad for p in mlp.parameters()]):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def _fp64_mlp(x, w1, b1, w2, b2):
+    hidden = x.double() @ w1.double().t()
+    if b1 is not None:
+        hidden += b1.double()
+    out = F.gelu(hidden) @ w2.double().t()
+    return out if b2 is None else out + b2.double()
+
+
+@needs_native
+@pytest.mark.parametrize('rows,width,hidden,out_width', [
+    # rows not a multiple of the blocks or tiles; one and several 384-wide
+    # passes over the inner size; a hidden width of 1024, whose rows lie
+    # 4 KiB apart (fc2 packs them first); 16-wide panels (AVX2 tiles).
+    (301, 24, 96, 32),
+    (100, 96, 384, 96),
+    (37, 40, 1024, 32),
+    (13, 8, 48, 16),
+])
+@pytest.mark.parametrize('block_rows', [12, 30, 1000])
+@pytest.mark.parametrize('bias', [True, False])
+def test_fused_mlp_matches_fp64(rows, width, hidden, out_width, block_rows,
+                                bias):
+    torch.manual_seed(0)
+    x = torch.randn(rows, width)
+    w1, w2 = torch.randn(hidden, width) / 4, torch.randn(out_width,
+                                                         hidden) / 8
+    b1 = torch.randn(hidden) if bias else None
+    b2 = torch.randn(out_width) if bias else None
+    packed = [packed_linear_weight(w) for w in (w1, w2)]
+    expected = _fp64_mlp(x, w1, b1, w2, b2)
+    out = torch.full((rows, out_width), float('nan'))
+    native_ops().fused_mlp(x, packed[0], b1, packed[1], b2, out, False,
+                           block_rows)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    start = torch.randn(rows, out_width)
+    out = start.clone()
+    native_ops().fused_mlp(x, packed[0], b1, packed[1], b2, out, True,
+                           block_rows)
+    torch.testing.assert_close(out.double(), expected + start.double(),
+                               atol=1e-5, rtol=1e-5)
+
+
+@needs_native
+def test_fused_mlp_residual_update_in_place():
+    """``x += fc2(gelu(fc1(x)))`` with ``out`` being ``x`` itself, as the
+    deploy blocks call it."""
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(32, 128), nn.Linear(128, 32)
+    x = torch.randn(250, 32)
+    expected = x.double() + _fp64_mlp(x, fc1.weight, fc1.bias, fc2.weight,
+                                      fc2.bias).detach()
+    with torch.no_grad():
+        assert fused_mlp_supported(x, fc1.weight, fc2.weight)
+        assert fused_mlp(x, x, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+                         accumulate=True) is x
+    torch.testing.assert_close(x.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@needs_native
+def test_fused_mlp_errors_name_the_problem():
+    ops = native_ops()
+    w1, w2 = torch.randn(64, 16), torch.randn(32, 64)
+    p1, p2 = packed_linear_weight(w1), packed_linear_weight(w2)
+    x = torch.randn(40, 16)
+    with pytest.raises(RuntimeError, match=r'x must be \(M, 16\)'):
+        ops.fused_mlp(torch.randn(40, 8), p1, None, p2, None,
+                      torch.empty(40, 32), False, 12)
+    with pytest.raises(RuntimeError, match='fc2 takes 16 inputs but fc1 '
+                       'gives 64'):
+        ops.fused_mlp(x, p1, None, packed_linear_weight(torch.randn(32, 16)),
+                      None, torch.empty(40, 32), False, 12)
+    with pytest.raises(RuntimeError, match=r'out must be \(40, 32\)'):
+        ops.fused_mlp(x, p1, None, p2, None, torch.empty(40, 16), False, 12)
+    with pytest.raises(RuntimeError, match='not overlap'):
+        buffer = torch.randn(41 * 16)
+        ops.fused_mlp(buffer[16:].view(40, 16), p1, None,
+                      packed_linear_weight(torch.randn(16, 64)), None,
+                      buffer[:640].view(40, 16), False, 12)
+    with pytest.raises(RuntimeError, match='block_rows must be positive'):
+        ops.fused_mlp(x, p1, None, p2, None, torch.empty(40, 32), False, 0)
+
+
+@needs_native
+def test_mlp_inference_runs_fused_where_the_weights_fit(monkeypatch):
+    """The training form's MLP in inference and the deploy form's residual
+    MLP take the fused kernel for small weights and the chunks above
+    FUSED_MLP_MAX_WEIGHT_ELEMENTS, with the same results."""
+    from dwnet_mm.models.layers.deploy import residual_mlp
+    calls = []
+    fused = native_ops().fused_mlp
+    monkeypatch.setattr(native_ops(), 'fused_mlp',
+                        lambda *args: calls.append(args) or fused(*args))
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(32, 128), nn.Linear(128, 32)
+    x = torch.randn(mlp_ops.MIN_PACKED_ROWS + 7, 32)
+    expected = _fp64_mlp(x, fc1.weight, fc1.bias, fc2.weight,
+                         fc2.bias).detach()
+    results = []
+    for limit, fused_calls in ((mlp_ops.FUSED_MLP_MAX_WEIGHT_ELEMENTS, 2),
+                               (fc1.weight.numel() * 2 - 1, 0)):
+        monkeypatch.setattr(mlp_ops, 'FUSED_MLP_MAX_WEIGHT_ELEMENTS', limit)
+        calls.clear()
+        with torch.no_grad():
+            results.append(gelu_mlp(x, fc1, fc2))
+            results.append(residual_mlp(x, fc1, fc2) - x)
+        assert len(calls) == fused_calls
+    for result in results:
+        torch.testing.assert_close(result.double(), expected, atol=1e-5,
+                                   rtol=1e-5)

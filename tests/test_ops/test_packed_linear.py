@@ -28,6 +28,8 @@ SHAPES = [
     (1, 7, 16),
     (5, 1, 64),
     (390, 800, 32),
+    # rows 4 KiB apart: packed before the micro-kernel reads them
+    (29, 1024, 64),
 ]
 
 
@@ -58,7 +60,8 @@ def test_linear_into_matches_fp64(rows, in_features, out_features, bias, relu,
 
 @needs_native
 @pytest.mark.parametrize('rows,inner,width', [(197, 96, 96), (1000, 40, 48),
-                                              (13, 400, 64)])
+                                              (13, 400, 64), (1024, 20, 32),
+                                              (30, 2048, 16)])
 @pytest.mark.parametrize('transposed', [False, True])
 @pytest.mark.parametrize('accumulate', [False, True])
 def test_matmul_into_matches_fp64(rows, inner, width, transposed,

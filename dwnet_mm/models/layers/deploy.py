@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.ops import (MLP_CHUNK_ELEMENTS, bias_activation_,
-                          depthwise_conv_nhwc, i_dynamic_conv_nhwc,
+                          depthwise_conv_nhwc, fused_mlp, fused_mlp_supported,
+                          i_dynamic_conv_nhwc,
                           interleaved_channels, linear_into, mlp_chunk_rows,
                           native_depthwise_supported,
                           native_i_dynamic_supported, small_batch_linear)
@@ -93,15 +94,20 @@ def residual_linear(residual, x, linear, inplace=False):
 def residual_mlp(x, fc1, fc2, inplace=False, workspace=None):
     """``x + fc2(gelu(fc1(x)))`` over the last dim of ``x``.
 
-    In inference it runs in row chunks through one hidden buffer
-    (``workspace``, a 1-D tensor of at least :data:`MLP_CHUNK_ELEMENTS`, or
-    a new one), accumulating into ``x`` itself if ``inplace``.
+    In inference it runs in one native call (:func:`fused_mlp`) where it
+    can, else in row chunks through one hidden buffer (``workspace``, a 1-D
+    tensor of at least :data:`MLP_CHUNK_ELEMENTS`, or a new one),
+    accumulating into ``x`` itself if ``inplace``.
     """
     if not _fast_path(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias):
         return x + fc2(F.gelu(fc1(x)))
     rows = x.reshape(-1, x.shape[-1])
     if not inplace:
         rows = rows.clone()
+    if fused_mlp_supported(rows, fc1.weight, fc2.weight):
+        fused_mlp(rows, rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+                  accumulate=True)
+        return rows.view(x.shape)
     hidden_width = fc1.out_features
     # Chunks keep the hidden rows in a CPU's cache; a GPU gains nothing
     # from them and loses on the smaller GEMMs.

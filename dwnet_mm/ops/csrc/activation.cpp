@@ -254,6 +254,11 @@ void gelu_and_slope_(const at::Tensor& x, const at::Tensor& act) {
 
 }  // namespace
 
+void dwnet_mm::bias_gelu_rows(float* x, const float* bias, int64_t C,
+                              int64_t rows) {
+  bias_rows(x, bias, x, false, C, 0, rows, Gelu());
+}
+
 void register_activation(pybind11::module& m) {
   m.def("bias_activation", &bias_activation, py::arg("x"), py::arg("bias"),
         py::arg("activation"), py::arg("out") = py::none());

@@ -1,7 +1,8 @@
 // A linear layer on many rows, out = x @ weight^T + bias (ReLU and
 // accumulation into out fused), for x86-64 CPUs: the 1x1 convs and MLPs,
-// with the training form's gradients. On this project's AMD EPYC (Zen 4) machine, MKL's sgemm
-// runs DWNet-T's shapes (inner sizes 96-768) at 60-90% of what these
+// with the training form's gradients, and the whole MLP in one call for
+// inference (fused_mlp). On this project's AMD EPYC (Zen 4) machine, MKL's
+// sgemm runs DWNet-T's shapes (inner sizes 96-768) at 60-90% of what these
 // register-tiled loops reach, and a fused epilogue saves a pass over the
 // output for the bias, the ReLU and the residual add.
 //
@@ -11,10 +12,12 @@
 // loading one panel row per step. AVX-512 (Zen 4, Intel) uses 12 x 32 tiles,
 // AVX2 6 x 16.
 #include <torch/extension.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "common.h"
 
@@ -146,12 +149,78 @@ at::Tensor pack_linear_weight(const at::Tensor& weight) {
   return packed;
 }
 
-// out (M, N) = [out +] x (M, K) @ B (K, N) [+ bias], then [ReLU], where B
-// is given as column panels (pack_linear_weight: column j at
-// b[(j / w * K + k) * w + j % w]) or as a plain row-major matrix.
-void gemm(const at::Tensor& x, const float* b, bool packed, int64_t K,
-          int64_t N, int64_t width, const c10::optional<at::Tensor>& bias,
-          at::Tensor& out, bool relu, bool accumulate) {
+// B (K, N) as the kernels read it: column panels of `width` outputs
+// (pack_linear_weight: column j at b[(j / width * K + k) * width + j % width])
+// or a plain row-major matrix.
+struct Operand {
+  const float* b;
+  bool packed;
+  int64_t K, N, width;
+};
+
+// Rows per micro-kernel tile for B's panel width: 12 x 32 (AVX-512) or
+// 6 x 16 (AVX2).
+int64_t tile_rows_for(const Operand& B) { return B.width == 32 ? 12 : 6; }
+
+// Rows [0, rows) of x (from column k0, kc columns) copied tile by tile,
+// each tile k-major: buf[(t + k * tile_rows) + r] for row t + r. The
+// micro-kernel then reads a tile's rows side by side instead of from rows
+// ldx apart, which map to the same L1 sets when ldx * 4 is a multiple of
+// the cache's way size (K = 3072 or 2048: every row of a tile in one set).
+void pack_rows(const float* x, int64_t ldx, int64_t xk, int64_t rows,
+               int64_t kc, int64_t tile_rows, float* buf) {
+  for (int64_t t = 0; t < rows; t += tile_rows) {
+    const int64_t n = std::min(tile_rows, rows - t);
+    float* dst = buf + t * kc;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t r = 0; r < n; ++r)
+        dst[k * tile_rows + r] = x[(t + r) * ldx + k * xk];
+  }
+}
+
+// Rows [m0, m1) of out = [out +] x @ B [+ bias], then [ReLU], on the
+// calling thread: x's rows stay in L2 while the panels pass over them.
+// With `buffer` (kBlockK floats per row of m1 - m0 rounded up to whole
+// tiles), x's rows are packed there first (pack_rows).
+void gemm_rows(const float* x, int64_t ldx, int64_t xk, const Operand& B,
+               const float* bias, float* out, int64_t ldo, int64_t m0,
+               int64_t m1, bool relu, bool accumulate, float* buffer) {
+  const int64_t tile_rows = tile_rows_for(B);
+  const TileFn* tiles = B.width == 32 ? kAvx512Tiles : kAvx2Tiles;
+  for (int64_t k0 = 0; k0 < B.K; k0 += kBlockK) {
+    const int64_t kc = std::min(kBlockK, B.K - k0);
+    const bool first = k0 == 0, last = k0 + kc == B.K;
+    if (buffer)
+      pack_rows(x + m0 * ldx + k0 * xk, ldx, xk, m1 - m0, kc, tile_rows,
+                buffer);
+    for (int64_t j = 0; j < B.N; j += B.width) {
+      const float* panel = B.packed ? B.b + (j * B.K + k0 * B.width)
+                                    : B.b + (k0 * B.N + j);
+      const int64_t ldp = B.packed ? B.width : B.N;
+      for (int64_t m = m0; m < m1; m += tile_rows) {
+        const int64_t rows = std::min(tile_rows, m1 - m);
+        const float* xt = buffer ? buffer + (m - m0) * kc
+                                 : x + m * ldx + k0 * xk;
+        tiles[rows](xt, buffer ? 1 : ldx, buffer ? tile_rows : xk, panel,
+                    ldp, kc, out + m * ldo + j, ldo,
+                    first && bias ? bias + j : nullptr,
+                    !first || accumulate, last && relu);
+      }
+    }
+  }
+}
+
+// Whether gemm_rows should pack x's rows: where the rows of a tile (or,
+// for a transposed x, its columns) lie a multiple of 4 KiB apart. Elsewhere
+// the copy cost more than it saved (5-10% on DWNet-T's inner sizes 96-768).
+bool should_pack(int64_t ldx, int64_t xk) {
+  return (xk == 1 ? ldx : xk) % 1024 == 0;
+}
+
+// out (M, N) = [out +] x (M, K) @ B (K, N) [+ bias], then [ReLU].
+void gemm(const at::Tensor& x, const Operand& B,
+          const c10::optional<at::Tensor>& bias, at::Tensor& out, bool relu,
+          bool accumulate) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat &&
                   x.dim() == 2 && (x.stride(1) == 1 || x.stride(0) == 1),
               "x must be a 2-D float32 CPU tensor, row- or column-major "
@@ -160,59 +229,50 @@ void gemm(const at::Tensor& x, const float* b, bool packed, int64_t K,
   check_input(out, "out");
   const int64_t M = x.size(0);
   const int64_t ldx = x.stride(0), xk = x.stride(1);
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == K, "x must be (M, ", K,
-              "), got ", x.sizes());
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N,
-              "out must be (", M, ", ", N, "), got ", out.sizes());
-  const float* bias_data = dwnet_mm::optional_channels(bias, N, "bias");
-  const bool wide = width == 32;
-  const int64_t tile_rows = wide ? 12 : 6;
-  const TileFn* tiles = wide ? kAvx512Tiles : kAvx2Tiles;
+  TORCH_CHECK(x.size(1) == B.K, "x must be (M, ", B.K, "), got ", x.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == B.N,
+              "out must be (", M, ", ", B.N, "), got ", out.sizes());
+  const float* bias_data = dwnet_mm::optional_channels(bias, B.N, "bias");
+  const int64_t tile_rows = tile_rows_for(B);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
   // Each thread takes an equal share of the row tiles, in blocks of
-  // kBlockRows rows (x's block stays in L2 while the panels pass over it).
+  // kBlockRows rows.
   const int64_t tile_count = (M + tile_rows - 1) / tile_rows;
   const int64_t block_tiles = kBlockRows / tile_rows;
+  const bool pack = should_pack(ldx, xk);
   at::parallel_for(0, tile_count, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> buffer(pack ? block_tiles * tile_rows * kBlockK : 0);
     for (int64_t tb = t0; tb < t1; tb += block_tiles) {
-      const int64_t m0 = tb * tile_rows;
       const int64_t m1 = std::min(M, std::min(t1, tb + block_tiles) *
                                          tile_rows);
-      for (int64_t k0 = 0; k0 < K; k0 += kBlockK) {
-        const int64_t kc = std::min(kBlockK, K - k0);
-        const bool first = k0 == 0, last = k0 + kc == K;
-        for (int64_t j = 0; j < N; j += width) {
-          const float* panel = packed ? b + (j * K + k0 * width)
-                                      : b + (k0 * N + j);
-          const int64_t ldp = packed ? width : N;
-          for (int64_t m = m0; m < m1; m += tile_rows) {
-            const int64_t rows = std::min(tile_rows, m1 - m);
-            tiles[rows](xp + m * ldx + k0 * xk, ldx, xk, panel, ldp, kc,
-                        op + m * N + j, N,
-                        first && bias_data ? bias_data + j : nullptr,
-                        !first || accumulate, last && relu);
-          }
-        }
-      }
+      gemm_rows(xp, ldx, xk, B, bias_data, op, B.N, tb * tile_rows, m1, relu,
+                accumulate, pack ? buffer.data() : nullptr);
     }
   });
+}
+
+void check_packed(const at::Tensor& packed, const char* name) {
+  check_input(packed, name);
+  TORCH_CHECK(packed.dim() == 3 && (packed.size(2) == 16 ||
+                                    packed.size(2) == 32),
+              name, " must come from pack_linear_weight, got shape ",
+              packed.sizes());
+  TORCH_CHECK(packed.size(2) == panel_width(packed.size(0) * packed.size(2)),
+              name, " was made for another CPU; pack the weight again");
+}
+
+Operand packed_operand(const at::Tensor& packed) {
+  return {packed.data_ptr<float>(), true, packed.size(1),
+          packed.size(0) * packed.size(2), packed.size(2)};
 }
 
 // x @ weight^T with the weight packed by pack_linear_weight.
 void packed_linear(const at::Tensor& x, const at::Tensor& packed,
                    const c10::optional<at::Tensor>& bias, at::Tensor& out,
                    bool relu, bool accumulate) {
-  check_input(packed, "packed");
-  TORCH_CHECK(packed.dim() == 3 && (packed.size(2) == 16 ||
-                                    packed.size(2) == 32),
-              "packed must come from pack_linear_weight, got shape ",
-              packed.sizes());
-  const int64_t width = packed.size(2), N = packed.size(0) * width;
-  TORCH_CHECK(width == panel_width(N),
-              "packed was made for another CPU; pack the weight again");
-  gemm(x, packed.data_ptr<float>(), true, packed.size(1), N, width, bias,
-       out, relu, accumulate);
+  check_packed(packed, "packed");
+  gemm(x, packed_operand(packed), bias, out, relu, accumulate);
 }
 
 // [out +] x @ b for a plain row-major b (K, N): the backward's products,
@@ -223,8 +283,61 @@ void matmul_into(const at::Tensor& x, const at::Tensor& b, at::Tensor& out,
   TORCH_CHECK(b.dim() == 2 && b.size(1) % kMinPanelWidth == 0,
               "b must be (K, N) with N a multiple of 16, got ", b.sizes(),
               "; use torch.mm for other widths");
-  gemm(x, b.data_ptr<float>(), false, b.size(0), b.size(1),
-       panel_width(b.size(1)), c10::nullopt, out, false, accumulate);
+  gemm(x, {b.data_ptr<float>(), false, b.size(0), b.size(1),
+           panel_width(b.size(1))},
+       c10::nullopt, out, false, accumulate);
+}
+
+// out = [out +] fc2(GELU(fc1(x))), fc1 and fc2 packed with their biases, in
+// blocks of `block_rows` rows per task: a block's hidden activations stay
+// in the thread's L2 cache from fc1 through the GELU to fc2, where the
+// chunked MLP writes and reads them through the shared cache or memory.
+// out may be x (the residual update in place): a block's fc1 has read its
+// rows before its fc2 writes them.
+void fused_mlp(const at::Tensor& x, const at::Tensor& packed1,
+               const c10::optional<at::Tensor>& bias1,
+               const at::Tensor& packed2,
+               const c10::optional<at::Tensor>& bias2, at::Tensor& out,
+               bool accumulate, int64_t block_rows) {
+  check_input(x, "x");
+  check_input(out, "out");
+  check_packed(packed1, "packed1");
+  check_packed(packed2, "packed2");
+  const Operand fc1 = packed_operand(packed1), fc2 = packed_operand(packed2);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == fc1.K, "x must be (M, ", fc1.K,
+              "), got ", x.sizes());
+  TORCH_CHECK(fc2.K == fc1.N, "fc2 takes ", fc2.K,
+              " inputs but fc1 gives ", fc1.N);
+  const int64_t M = x.size(0), H = fc1.N;
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == fc2.N,
+              "out must be (", M, ", ", fc2.N, "), got ", out.sizes());
+  TORCH_CHECK(block_rows > 0, "block_rows must be positive");
+  const auto overlap = at::get_overlap_status(out, x);
+  TORCH_CHECK(overlap == at::MemOverlapStatus::Full ||
+                  overlap == at::MemOverlapStatus::No,
+              "out must be x itself or not overlap it");
+  const float* b1 = dwnet_mm::optional_channels(bias1, H, "bias1");
+  const float* b2 = dwnet_mm::optional_channels(bias2, fc2.N, "bias2");
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t ldx = x.size(1), ldo = out.size(1);
+  const int64_t blocks = (M + block_rows - 1) / block_rows;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1_end) {
+    std::vector<float> hidden(block_rows * H);
+    const bool pack1 = should_pack(ldx, 1), pack2 = should_pack(H, 1);
+    const int64_t tile = std::max(tile_rows_for(fc1), tile_rows_for(fc2));
+    std::vector<float> buffer(
+        pack1 || pack2 ? (block_rows + tile - 1) / tile * tile * kBlockK : 0);
+    for (int64_t blk = b0; blk < b1_end; ++blk) {
+      const int64_t m0 = blk * block_rows;
+      const int64_t rows = std::min(block_rows, M - m0);
+      gemm_rows(xp + m0 * ldx, ldx, 1, fc1, nullptr, hidden.data(), H, 0,
+                rows, false, false, pack1 ? buffer.data() : nullptr);
+      dwnet_mm::bias_gelu_rows(hidden.data(), b1, H, rows);
+      gemm_rows(hidden.data(), H, 1, fc2, b2, op + m0 * ldo, ldo, 0, rows,
+                false, accumulate, pack2 ? buffer.data() : nullptr);
+    }
+  });
 }
 
 }  // namespace
@@ -239,4 +352,9 @@ void register_packed_linear(pybind11::module& m) {
   m.def("matmul_into", &matmul_into, py::arg("x"), py::arg("b"),
         py::arg("out"), py::arg("accumulate") = false,
         "out (M, N) = [out +] x @ b, b (K, N) row-major");
+  m.def("fused_mlp", &fused_mlp, py::arg("x"), py::arg("packed1"),
+        py::arg("bias1"), py::arg("packed2"), py::arg("bias2"),
+        py::arg("out"), py::arg("accumulate"), py::arg("block_rows"),
+        "out = [out +] fc2(GELU(fc1(x))) in blocks of block_rows rows; "
+        "out may be x");
 }
