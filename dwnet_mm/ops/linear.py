@@ -103,7 +103,7 @@ def packed_linear_weight(weight, cache=True):
     return packed
 
 
-def _native_operands(x, weight, bias=None, transposed_x=False):
+def native_linear_operands(x, weight, bias=None, transposed_x=False):
     """Shapes, dtypes and devices the native products take: fp32 CPU
     tensors, ``x`` 2-D and contiguous (or, with ``transposed_x``, the
     transpose of a contiguous tensor), a multiple of 16 outputs."""
@@ -118,11 +118,11 @@ def _native_operands(x, weight, bias=None, transposed_x=False):
 
 def native_linear_supported(x, weight, bias=None, transposed_x=False):
     """Whether :func:`linear_into` runs natively: the operands of
-    :func:`_native_operands`, outside autograd."""
+    :func:`native_linear_operands`, outside autograd."""
     if torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, weight, bias)):
         return False
-    return _native_operands(x, weight, bias, transposed_x)
+    return native_linear_operands(x, weight, bias, transposed_x)
 
 
 def _native_out(out):
@@ -208,7 +208,7 @@ def rows_linear(x, weight, bias=None):
     on ``F.linear``."""
     rows = x.view(-1, x.shape[-1]) if x.is_contiguous() else None
     if rows is None or rows.shape[0] < MIN_PACKED_ROWS or \
-            not _native_operands(rows, weight, bias):
+            not native_linear_operands(rows, weight, bias):
         return F.linear(x, weight, bias)
     out = PackedLinear.apply(rows, weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])

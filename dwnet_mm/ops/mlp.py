@@ -5,17 +5,20 @@ GELU, which then runs as a native kernel (PyTorch's exact GELU is bound by
 arithmetic, 2-3x slower). In inference, where both weights are small
 enough, one native call (:func:`fused_mlp`) runs the whole MLP in blocks of
 rows per thread whose hidden activations stay in that core's L2 cache. For
-training, only ``fc1``'s output is kept for
-the backward, which recomputes the GELU and its derivative per chunk (in
-one pass) and writes the hidden gradient over it, so no (rows, hidden)
-tensor is allocated beyond the forward's one.
+training, only ``fc1``'s output is kept for the backward, which recomputes
+the GELU and its derivative per chunk (in one pass) and writes the hidden
+gradient over it, so no (rows, hidden) tensor is allocated beyond the
+forward's one; with small weights (DWNet's first stage) nothing of it is
+kept, and the backward computes ``fc1`` again per block of rows, in cache
+(:class:`FusedMlpFunction`).
 """
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .linear import (MIN_PACKED_ROWS, linear_into, matmul_into,
-                     native_linear_supported, packed_linear_weight)
+                     native_linear_operands, native_linear_supported,
+                     packed_linear_weight)
 from .native import native_ops, native_ops_for
 
 # Hidden activations per chunk (8 MiB in fp32): in the CPU's last-level
@@ -35,6 +38,15 @@ FUSED_MLP_BLOCK_ELEMENTS = 48 * 1024
 # in the shared cache: up to 8 MiB of fp32 weights (DWNet-T's stages 1-3,
 # 0.3-4.7 MB, ran 1.1-1.3x as fast as in chunks; stage 4, 19 MB, 0.6-0.8x).
 FUSED_MLP_MAX_WEIGHT_ELEMENTS = 2 << 20
+
+
+# The training MLP computes fc1 again in its backward, in cache
+# (FusedMlpFunction), instead of saving its (rows, hidden) output, where
+# both weights hold at most this many values: its threads' weight
+# gradient sums then stay in L2. On DWNet-T's stage 1 (C = 96, 25088 rows)
+# forward and backward ran in 0.75-0.8x the time, and at stage 2 (C = 192)
+# in about the same; at stages 3-4 the sums outgrow L2 (1.6-2x the time).
+RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS = 1 << 17
 
 
 def mlp_chunk_rows(rows, width):
@@ -112,10 +124,15 @@ def fused_mlp(out, x, w1, b1, w2, b2, accumulate=False, packed=None):
     """
     if packed is None:
         packed = packed_linear_weight(w1), packed_linear_weight(w2)
-    block_rows = max(12, FUSED_MLP_BLOCK_ELEMENTS // w1.shape[0] // 12 * 12)
     native_ops().fused_mlp(x, packed[0], b1, packed[1], b2, out, accumulate,
-                           block_rows)
+                           fused_mlp_block_rows(w1.shape[0]))
     return out
+
+
+def fused_mlp_block_rows(hidden_width):
+    """Rows per block of :func:`fused_mlp`: whole 12-row tiles, with
+    :data:`FUSED_MLP_BLOCK_ELEMENTS` hidden activations at most."""
+    return max(12, FUSED_MLP_BLOCK_ELEMENTS // hidden_width // 12 * 12)
 
 
 def _forward_chunks(x, w1, b1, w2, b2, hidden=None):
@@ -220,6 +237,36 @@ class GeluMlpFunction(torch.autograd.Function):
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
 
 
+class FusedMlpFunction(torch.autograd.Function):
+    """Differentiable :func:`gelu_mlp` on 2-D fp32 CPU ``x`` that keeps no
+    hidden activations: the forward is :func:`fused_mlp`, and the backward
+    computes ``fc1`` again per block of rows, in cache, beside the
+    gradients (one more GEMM of the forward's two)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        packed1 = packed_linear_weight(w1, cache=False)
+        out = fused_mlp(x.new_empty(x.shape[0], w2.shape[0]), x, w1, b1, w2,
+                        b2, packed=(packed1,
+                                    packed_linear_weight(w2, cache=False)))
+        ctx.save_for_backward(x, w1, b1, w2)
+        ctx.packed1 = packed1
+        ctx.has_bias = b1 is not None, b2 is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, w1, b1, w2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        grads = native_ops().fused_mlp_backward(
+            grad_out.contiguous(), x, w1.contiguous(), ctx.packed1, b1,
+            w2.contiguous(), fused_mlp_block_rows(w1.shape[0]), need_x,
+            need_w1, need_b1 and ctx.has_bias[0], need_w2,
+            need_b2 and ctx.has_bias[1])
+        return tuple(grads)  # None where not asked for
+
+
 def native_mlp_supported(x, fc1, fc2):
     """Whether :func:`gelu_mlp` runs the native kernels for ``x``."""
     params = [p for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
@@ -248,7 +295,14 @@ def gelu_mlp(x, fc1, fc2):
     args = (rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     if torch.is_grad_enabled() and any(a is not None and a.requires_grad
                                        for a in args):
-        out = GeluMlpFunction.apply(*args)
+        recompute = rows.shape[0] >= MIN_PACKED_ROWS and \
+            fc1.weight.numel() + fc2.weight.numel() <= \
+            RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS and \
+            fc1.in_features % 16 == 0 and \
+            native_linear_operands(rows, fc1.weight, fc1.bias) and \
+            native_linear_operands(rows, fc2.weight, fc2.bias)
+        function = FusedMlpFunction if recompute else GeluMlpFunction
+        out = function.apply(*args)
     else:
         out = _forward_chunks(*args)
     return out.view(*x.shape[:-1], out.shape[-1])

@@ -12,6 +12,10 @@ from dwnet_mm.models.layers import Mlp
 from dwnet_mm.ops import (bias_activation_, fused_mlp, fused_mlp_supported,
                           gelu_mlp, native_mlp_supported, native_ops)
 from dwnet_mm.ops.linear import packed_linear_weight
+# Test files are on sys.path (pytest's default import mode). A norm-wise
+# bound: sums over a thousand rows in fp32 put single elements past an
+# elementwise one.
+from test_small_batch_linear import relative_error
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
@@ -319,3 +323,93 @@ def test_mlp_inference_runs_fused_where_the_weights_fit(monkeypatch):
     for result in results:
         torch.testing.assert_close(result.double(), expected, atol=1e-5,
                                    rtol=1e-5)
+
+
+def _mlp_node(y):
+    """The autograd node of :func:`gelu_mlp` under its output view."""
+    return type(y.grad_fn.next_functions[0][0]).__name__
+
+
+def _mlp_gradients_fp64(x, fc1, fc2, grad):
+    f1, f2 = _fp64_twin(fc1, fc2)
+    x64 = x.detach().double().requires_grad_(x.requires_grad)
+    f2(F.gelu(f1(x64))).backward(grad.double())
+    return x64, f1, f2
+
+
+@needs_native
+@pytest.mark.parametrize('width,hidden', [(32, 128), (48, 96)])
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('frozen_fc1', [False, True])
+def test_recomputing_mlp_gradients_match_fp64(width, hidden, bias,
+                                              frozen_fc1):
+    """Training with small weights (stage 1) keeps no hidden activations:
+    the backward computes fc1 again per block of rows. 48 -> 96: 16-wide
+    panels."""
+    torch.manual_seed(0)
+    fc1 = nn.Linear(width, hidden, bias=bias)
+    fc2 = nn.Linear(hidden, width, bias=bias)
+    fc1.requires_grad_(not frozen_fc1)
+    x = torch.randn(mlp_ops.MIN_PACKED_ROWS + 29, width, requires_grad=True)
+    y = gelu_mlp(x, fc1, fc2)
+    assert _mlp_node(y) == 'FusedMlpFunctionBackward'
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    x64, f1, f2 = _mlp_gradients_fp64(x, fc1, fc2, grad)
+    torch.testing.assert_close(y.double(), f2(F.gelu(f1(x64))), atol=1e-5,
+                               rtol=1e-5)
+    pairs = [(x.grad, x64.grad), (fc2.weight.grad, f2.weight.grad)]
+    if bias:
+        pairs.append((fc2.bias.grad, f2.bias.grad))
+    if frozen_fc1:
+        assert fc1.weight.grad is None
+    else:
+        pairs.append((fc1.weight.grad, f1.weight.grad))
+        if bias:
+            pairs.append((fc1.bias.grad, f1.bias.grad))
+    for got, expected in pairs:
+        assert relative_error(got, expected) < 1e-6
+
+
+@needs_native
+@pytest.mark.parametrize('block_rows', [12, 100, 5000])
+def test_fused_mlp_backward_blocks_and_requests(block_rows):
+    """The native backward with blocks of any size (a thread's several
+    blocks add into its own sums) gives only the gradients asked for."""
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(32, 64), nn.Linear(64, 16)
+    x = torch.randn(777, 32)
+    grad = torch.randn(777, 16)
+    x64, f1, f2 = _mlp_gradients_fp64(x.requires_grad_(), fc1, fc2, grad)
+    w1, w2 = fc1.weight.detach(), fc2.weight.detach()
+    args = (grad, x.detach(), w1, packed_linear_weight(w1, cache=False),
+            fc1.bias.detach(), w2, block_rows)
+    grads = native_ops().fused_mlp_backward(*args, True, True, True, True,
+                                            True)
+    expected = [x64.grad, f1.weight.grad, f1.bias.grad, f2.weight.grad,
+                f2.bias.grad]
+    for got, want in zip(grads, expected):
+        assert relative_error(got, want) < 1e-6
+    only_w2 = native_ops().fused_mlp_backward(*args, False, False, False,
+                                              True, False)
+    assert [g is None for g in only_w2] == [True, True, True, False, True]
+    torch.testing.assert_close(only_w2[3], grads[3], atol=0, rtol=0)
+
+
+@needs_native
+def test_recomputing_mlp_backward_runs_twice_and_large_weights_keep_hidden(
+        monkeypatch):
+    """Nothing saved is overwritten, so ``retain_graph`` reruns work; above
+    RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS the MLP keeps fc1's output."""
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(16, 64), nn.Linear(64, 16)
+    x = torch.randn(mlp_ops.MIN_PACKED_ROWS, 16, requires_grad=True)
+    y = gelu_mlp(x, fc1, fc2).square().sum()
+    y.backward(retain_graph=True)
+    first = x.grad.clone()
+    x.grad = None
+    y.backward()
+    torch.testing.assert_close(x.grad, first, atol=0, rtol=0)
+    monkeypatch.setattr(mlp_ops, 'RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS',
+                        fc1.weight.numel() * 2 - 1)
+    assert _mlp_node(gelu_mlp(x, fc1, fc2)) == 'GeluMlpFunctionBackward'

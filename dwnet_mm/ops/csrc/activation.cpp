@@ -259,6 +259,10 @@ void dwnet_mm::bias_gelu_rows(float* x, const float* bias, int64_t C,
   bias_rows(x, bias, x, false, C, 0, rows, Gelu());
 }
 
+void dwnet_mm::gelu_and_slope(float* x, float* act, int64_t count) {
+  gelu_and_slope_range(x, act, 0, count);
+}
+
 void register_activation(pybind11::module& m) {
   m.def("bias_activation", &bias_activation, py::arg("x"), py::arg("bias"),
         py::arg("activation"), py::arg("out") = py::none());

@@ -340,6 +340,112 @@ void fused_mlp(const at::Tensor& x, const at::Tensor& packed1,
   });
 }
 
+// The gradients of fused_mlp's out = fc2(GELU(fc1(x))) (no accumulation)
+// for grad_out g, in blocks of block_rows rows per task, each computing
+// fc1 of its rows again instead of reading a saved (rows, hidden) tensor:
+// h = fc1(x), a = GELU(h); dW2 += g^T a; dh = (g W2) * GELU'(h);
+// dx = dh W1; dW1 += dh^T x; the bias gradients are the row sums of g and
+// dh. All of it stays in the thread's L2 cache; each thread sums its own
+// weight gradients, added up at the end. Returns grad_x, grad_w1,
+// grad_b1, grad_w2, grad_b2, undefined where not asked for.
+std::vector<at::Tensor> fused_mlp_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1,
+    const at::Tensor& packed1, const c10::optional<at::Tensor>& bias1,
+    const at::Tensor& w2, int64_t block_rows, bool need_x, bool need_w1,
+    bool need_b1, bool need_w2, bool need_b2) {
+  check_input(grad_out, "grad_out");
+  check_input(x, "x");
+  check_input(w1, "w1");
+  check_input(w2, "w2");
+  check_packed(packed1, "packed1");
+  const Operand fc1 = packed_operand(packed1);
+  const int64_t M = x.size(0), C = x.size(1), H = w1.size(0),
+                C2 = w2.size(0);
+  TORCH_CHECK(x.dim() == 2 && w1.dim() == 2 && w1.size(1) == C &&
+                  fc1.K == C && fc1.N == H,
+              "w1 and packed1 must be (", H, ", ", C, ") for x of ",
+              x.sizes());
+  TORCH_CHECK(w2.dim() == 2 && w2.size(1) == H && C2 % kMinPanelWidth == 0 &&
+                  H % kMinPanelWidth == 0 && C % kMinPanelWidth == 0,
+              "w2 must be (C_out, ", H, ") and every width a multiple of ",
+              kMinPanelWidth, ", got w1 ", w1.sizes(), " and w2 ",
+              w2.sizes());
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == M &&
+                  grad_out.size(1) == C2,
+              "grad_out must be (", M, ", ", C2, "), got ", grad_out.sizes());
+  TORCH_CHECK(block_rows > 0, "block_rows must be positive");
+  const float* b1 = dwnet_mm::optional_channels(bias1, H, "bias1");
+  const bool need_hidden_grad = need_x || need_w1 || need_b1;
+  const int64_t threads = at::get_num_threads();
+  auto options = x.options();
+  at::Tensor grad_x = need_x ? at::empty({M, C}, options) : at::Tensor();
+  // Per-thread sums, zeroed; a thread that gets no rows adds zeros.
+  at::Tensor gw1 = need_w1 ? at::zeros({threads, H, C}, options) : at::Tensor();
+  at::Tensor gw2 = need_w2 ? at::zeros({threads, C2, H}, options) : at::Tensor();
+  at::Tensor gb1 = need_b1 ? at::zeros({threads, H}, options) : at::Tensor();
+  at::Tensor gb2 = need_b2 ? at::zeros({threads, C2}, options) : at::Tensor();
+  const Operand w2_plain{w2.data_ptr<float>(), false, C2, H, panel_width(H)};
+  const Operand w1_plain{w1.data_ptr<float>(), false, H, C, panel_width(C)};
+  const float* xp = x.data_ptr<float>();
+  const float* gp = grad_out.data_ptr<float>();
+  const int64_t blocks = (M + block_rows - 1) / block_rows;
+  // The packed rows of any product here: x's block, g^T (C2 rows), dh^T
+  // (H rows), whole tiles of 12 at most.
+  const int64_t pack_rows_max =
+      (std::max({block_rows, H, C2}) + 11) / 12 * 12;
+  at::parallel_for(0, blocks, 1, [&](int64_t blk0, int64_t blk1) {
+    const int64_t slot = at::get_thread_num();
+    TORCH_CHECK(slot < threads, "thread ", slot, " of ", threads);
+    std::vector<float> hidden(block_rows * H), act(block_rows * H);
+    std::vector<float> buffer(pack_rows_max * kBlockK);
+    float* h = hidden.data();
+    float* a = act.data();
+    for (int64_t blk = blk0; blk < blk1; ++blk) {
+      const int64_t m0 = blk * block_rows;
+      const int64_t rows = std::min(block_rows, M - m0);
+      const float* xb = xp + m0 * C;
+      const float* gb = gp + m0 * C2;
+      gemm_rows(xb, C, 1, fc1, b1, h, H, 0, rows, false, false,
+                should_pack(C, 1) ? buffer.data() : nullptr);
+      dwnet_mm::gelu_and_slope(h, a, rows * H);
+      if (need_w2) {
+        // g^T (C2 x rows) @ a (rows x H): g read as a transposed matrix.
+        gemm_rows(gb, 1, C2, {a, false, rows, H, panel_width(H)}, nullptr,
+                  gw2.data_ptr<float>() + slot * C2 * H, H, 0, C2, false,
+                  true, should_pack(1, C2) ? buffer.data() : nullptr);
+      }
+      if (need_b2) {
+        float* sums = gb2.data_ptr<float>() + slot * C2;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < C2; ++c) sums[c] += gb[r * C2 + c];
+      }
+      if (!need_hidden_grad) continue;
+      gemm_rows(gb, C2, 1, w2_plain, nullptr, a, H, 0, rows, false, false,
+                should_pack(C2, 1) ? buffer.data() : nullptr);
+      for (int64_t i = 0; i < rows * H; ++i) h[i] *= a[i];  // dh
+      if (need_b1) {
+        float* sums = gb1.data_ptr<float>() + slot * H;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < H; ++c) sums[c] += h[r * H + c];
+      }
+      if (need_x) {
+        gemm_rows(h, H, 1, w1_plain, nullptr,
+                  grad_x.data_ptr<float>() + m0 * C, C, 0, rows, false,
+                  false, should_pack(H, 1) ? buffer.data() : nullptr);
+      }
+      if (need_w1) {
+        gemm_rows(h, 1, H, {xb, false, rows, C, panel_width(C)}, nullptr,
+                  gw1.data_ptr<float>() + slot * H * C, C, 0, H, false, true,
+                  should_pack(1, H) ? buffer.data() : nullptr);
+      }
+    }
+  });
+  auto total = [](const at::Tensor& t) {
+    return t.defined() ? t.sum(0) : at::Tensor();
+  };
+  return {grad_x, total(gw1), total(gb1), total(gw2), total(gb2)};
+}
+
 }  // namespace
 
 void register_packed_linear(pybind11::module& m) {
@@ -357,4 +463,11 @@ void register_packed_linear(pybind11::module& m) {
         py::arg("out"), py::arg("accumulate"), py::arg("block_rows"),
         "out = [out +] fc2(GELU(fc1(x))) in blocks of block_rows rows; "
         "out may be x");
+  m.def("fused_mlp_backward", &fused_mlp_backward, py::arg("grad_out"),
+        py::arg("x"), py::arg("w1"), py::arg("packed1"), py::arg("bias1"),
+        py::arg("w2"), py::arg("block_rows"), py::arg("need_x"),
+        py::arg("need_w1"), py::arg("need_b1"), py::arg("need_w2"),
+        py::arg("need_b2"),
+        "grad_x, grad_w1, grad_b1, grad_w2, grad_b2 of fused_mlp, fc1 "
+        "computed again per block of rows");
 }
