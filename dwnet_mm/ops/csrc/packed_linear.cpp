@@ -217,6 +217,31 @@ bool should_pack(int64_t ldx, int64_t xk) {
   return (xk == 1 ? ldx : xk) % 1024 == 0;
 }
 
+// Rows rounded up to whole tiles of the widest micro-kernel (12 rows).
+int64_t round_to_tiles(int64_t rows) { return (rows + 11) / 12 * 12; }
+
+// One scratch buffer of `size` floats per thread of at::parallel_for, as a
+// torch tensor, so that the profiler's memory figures include it.
+class ThreadBuffers {
+ public:
+  explicit ThreadBuffers(int64_t size)
+      : size_(size),
+        data_(at::empty({size ? at::get_num_threads() : 0, size},
+                        at::TensorOptions().dtype(at::kFloat))) {}
+  // This thread's buffer, or nullptr for size 0.
+  float* get() const {
+    if (!size_) return nullptr;
+    const int64_t slot = at::get_thread_num();
+    TORCH_CHECK(slot < data_.size(0), "thread ", slot, " of ",
+                data_.size(0));
+    return data_.data_ptr<float>() + slot * size_;
+  }
+
+ private:
+  int64_t size_;
+  at::Tensor data_;
+};
+
 // out (M, N) = [out +] x (M, K) @ B (K, N) [+ bias], then [ReLU].
 void gemm(const at::Tensor& x, const Operand& B,
           const c10::optional<at::Tensor>& bias, at::Tensor& out, bool relu,
@@ -240,14 +265,15 @@ void gemm(const at::Tensor& x, const Operand& B,
   // kBlockRows rows.
   const int64_t tile_count = (M + tile_rows - 1) / tile_rows;
   const int64_t block_tiles = kBlockRows / tile_rows;
-  const bool pack = should_pack(ldx, xk);
+  const int64_t buffer_size = block_tiles * tile_rows * kBlockK;
+  ThreadBuffers buffers(should_pack(ldx, xk) ? buffer_size : 0);
   at::parallel_for(0, tile_count, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> buffer(pack ? block_tiles * tile_rows * kBlockK : 0);
+    float* buffer = buffers.get();
     for (int64_t tb = t0; tb < t1; tb += block_tiles) {
       const int64_t m1 = std::min(M, std::min(t1, tb + block_tiles) *
                                          tile_rows);
       gemm_rows(xp, ldx, xk, B, bias_data, op, B.N, tb * tile_rows, m1, relu,
-                accumulate, pack ? buffer.data() : nullptr);
+                accumulate, buffer);
     }
   });
 }
@@ -322,20 +348,21 @@ void fused_mlp(const at::Tensor& x, const at::Tensor& packed1,
   float* op = out.data_ptr<float>();
   const int64_t ldx = x.size(1), ldo = out.size(1);
   const int64_t blocks = (M + block_rows - 1) / block_rows;
+  const bool pack1 = should_pack(ldx, 1), pack2 = should_pack(H, 1);
+  ThreadBuffers hiddens(block_rows * H);
+  ThreadBuffers buffers(pack1 || pack2 ? round_to_tiles(block_rows) * kBlockK
+                                       : 0);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1_end) {
-    std::vector<float> hidden(block_rows * H);
-    const bool pack1 = should_pack(ldx, 1), pack2 = should_pack(H, 1);
-    const int64_t tile = std::max(tile_rows_for(fc1), tile_rows_for(fc2));
-    std::vector<float> buffer(
-        pack1 || pack2 ? (block_rows + tile - 1) / tile * tile * kBlockK : 0);
+    float* hidden = hiddens.get();
+    float* buffer = buffers.get();
     for (int64_t blk = b0; blk < b1_end; ++blk) {
       const int64_t m0 = blk * block_rows;
       const int64_t rows = std::min(block_rows, M - m0);
-      gemm_rows(xp + m0 * ldx, ldx, 1, fc1, nullptr, hidden.data(), H, 0,
-                rows, false, false, pack1 ? buffer.data() : nullptr);
-      dwnet_mm::bias_gelu_rows(hidden.data(), b1, H, rows);
-      gemm_rows(hidden.data(), H, 1, fc2, b2, op + m0 * ldo, ldo, 0, rows,
-                false, accumulate, pack2 ? buffer.data() : nullptr);
+      gemm_rows(xp + m0 * ldx, ldx, 1, fc1, nullptr, hidden, H, 0, rows,
+                false, false, pack1 ? buffer : nullptr);
+      dwnet_mm::bias_gelu_rows(hidden, b1, H, rows);
+      gemm_rows(hidden, H, 1, fc2, b2, op + m0 * ldo, ldo, 0, rows, false,
+                accumulate, pack2 ? buffer : nullptr);
     }
   });
 }
@@ -380,39 +407,43 @@ std::vector<at::Tensor> fused_mlp_backward(
   auto options = x.options();
   at::Tensor grad_x = need_x ? at::empty({M, C}, options) : at::Tensor();
   // Per-thread sums, zeroed; a thread that gets no rows adds zeros.
-  at::Tensor gw1 = need_w1 ? at::zeros({threads, H, C}, options) : at::Tensor();
-  at::Tensor gw2 = need_w2 ? at::zeros({threads, C2, H}, options) : at::Tensor();
-  at::Tensor gb1 = need_b1 ? at::zeros({threads, H}, options) : at::Tensor();
-  at::Tensor gb2 = need_b2 ? at::zeros({threads, C2}, options) : at::Tensor();
+  auto sums = [&](bool need, at::IntArrayRef shape) {
+    return need ? at::zeros(shape, options) : at::Tensor();
+  };
+  at::Tensor gw1 = sums(need_w1, {threads, H, C});
+  at::Tensor gw2 = sums(need_w2, {threads, C2, H});
+  at::Tensor gb1 = sums(need_b1, {threads, H});
+  at::Tensor gb2 = sums(need_b2, {threads, C2});
   const Operand w2_plain{w2.data_ptr<float>(), false, C2, H, panel_width(H)};
   const Operand w1_plain{w1.data_ptr<float>(), false, H, C, panel_width(C)};
   const float* xp = x.data_ptr<float>();
   const float* gp = grad_out.data_ptr<float>();
   const int64_t blocks = (M + block_rows - 1) / block_rows;
+  ThreadBuffers hiddens(block_rows * H), acts(block_rows * H);
   // The packed rows of any product here: x's block, g^T (C2 rows), dh^T
-  // (H rows), whole tiles of 12 at most.
-  const int64_t pack_rows_max =
-      (std::max({block_rows, H, C2}) + 11) / 12 * 12;
+  // (H rows).
+  const bool pack = should_pack(C, 1) || should_pack(1, C2) ||
+                    should_pack(C2, 1) || should_pack(H, 1);
+  ThreadBuffers buffers(
+      pack ? round_to_tiles(std::max({block_rows, H, C2})) * kBlockK : 0);
   at::parallel_for(0, blocks, 1, [&](int64_t blk0, int64_t blk1) {
     const int64_t slot = at::get_thread_num();
-    TORCH_CHECK(slot < threads, "thread ", slot, " of ", threads);
-    std::vector<float> hidden(block_rows * H), act(block_rows * H);
-    std::vector<float> buffer(pack_rows_max * kBlockK);
-    float* h = hidden.data();
-    float* a = act.data();
+    float* h = hiddens.get();
+    float* a = acts.get();
+    float* buffer = buffers.get();
     for (int64_t blk = blk0; blk < blk1; ++blk) {
       const int64_t m0 = blk * block_rows;
       const int64_t rows = std::min(block_rows, M - m0);
       const float* xb = xp + m0 * C;
       const float* gb = gp + m0 * C2;
       gemm_rows(xb, C, 1, fc1, b1, h, H, 0, rows, false, false,
-                should_pack(C, 1) ? buffer.data() : nullptr);
+                should_pack(C, 1) ? buffer : nullptr);
       dwnet_mm::gelu_and_slope(h, a, rows * H);
       if (need_w2) {
         // g^T (C2 x rows) @ a (rows x H): g read as a transposed matrix.
         gemm_rows(gb, 1, C2, {a, false, rows, H, panel_width(H)}, nullptr,
                   gw2.data_ptr<float>() + slot * C2 * H, H, 0, C2, false,
-                  true, should_pack(1, C2) ? buffer.data() : nullptr);
+                  true, should_pack(1, C2) ? buffer : nullptr);
       }
       if (need_b2) {
         float* sums = gb2.data_ptr<float>() + slot * C2;
@@ -421,7 +452,7 @@ std::vector<at::Tensor> fused_mlp_backward(
       }
       if (!need_hidden_grad) continue;
       gemm_rows(gb, C2, 1, w2_plain, nullptr, a, H, 0, rows, false, false,
-                should_pack(C2, 1) ? buffer.data() : nullptr);
+                should_pack(C2, 1) ? buffer : nullptr);
       for (int64_t i = 0; i < rows * H; ++i) h[i] *= a[i];  // dh
       if (need_b1) {
         float* sums = gb1.data_ptr<float>() + slot * H;
@@ -431,12 +462,12 @@ std::vector<at::Tensor> fused_mlp_backward(
       if (need_x) {
         gemm_rows(h, H, 1, w1_plain, nullptr,
                   grad_x.data_ptr<float>() + m0 * C, C, 0, rows, false,
-                  false, should_pack(H, 1) ? buffer.data() : nullptr);
+                  false, should_pack(H, 1) ? buffer : nullptr);
       }
       if (need_w1) {
         gemm_rows(h, 1, H, {xb, false, rows, C, panel_width(C)}, nullptr,
                   gw1.data_ptr<float>() + slot * H * C, C, 0, H, false, true,
-                  should_pack(1, H) ? buffer.data() : nullptr);
+                  should_pack(1, H) ? buffer : nullptr);
       }
     }
   });
