@@ -100,8 +100,19 @@ def fused_mlp_supported(x, w1, w2):
     without autograd, operands the native products take, weights of at most
     :data:`FUSED_MLP_MAX_WEIGHT_ELEMENTS`."""
     return w1.numel() + w2.numel() <= FUSED_MLP_MAX_WEIGHT_ELEMENTS and \
-        w2.shape[1] == w1.shape[0] and native_linear_supported(x, w1) and \
-        native_linear_supported(x, w2)
+        native_linear_supported(x, w1) and native_linear_supported(x, w2)
+
+
+def recomputing_mlp_supported(x, fc1, fc2):
+    """Whether :class:`FusedMlpFunction` trains the MLP for 2-D ``x``:
+    operands the native products take (inner size a multiple of 16 too),
+    at least MIN_PACKED_ROWS rows, weights of at most
+    :data:`RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS`."""
+    return x.shape[0] >= MIN_PACKED_ROWS and fc1.in_features % 16 == 0 and \
+        fc1.weight.numel() + fc2.weight.numel() <= \
+        RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS and \
+        native_linear_operands(x, fc1.weight, fc1.bias) and \
+        native_linear_operands(x, fc2.weight, fc2.bias)
 
 
 def fused_mlp(out, x, w1, b1, w2, b2, accumulate=False, packed=None):
@@ -251,19 +262,17 @@ class FusedMlpFunction(torch.autograd.Function):
                                     packed_linear_weight(w2, cache=False)))
         ctx.save_for_backward(x, w1, b1, w2)
         ctx.packed1 = packed1
-        ctx.has_bias = b1 is not None, b2 is not None
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, w1, b1, w2 = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        # needs_input_grad is False for a None bias.
         grads = native_ops().fused_mlp_backward(
             grad_out.contiguous(), x, w1.contiguous(), ctx.packed1, b1,
-            w2.contiguous(), fused_mlp_block_rows(w1.shape[0]), need_x,
-            need_w1, need_b1 and ctx.has_bias[0], need_w2,
-            need_b2 and ctx.has_bias[1])
+            w2.contiguous(), fused_mlp_block_rows(w1.shape[0]),
+            *ctx.needs_input_grad)
         return tuple(grads)  # None where not asked for
 
 
@@ -295,13 +304,8 @@ def gelu_mlp(x, fc1, fc2):
     args = (rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     if torch.is_grad_enabled() and any(a is not None and a.requires_grad
                                        for a in args):
-        recompute = rows.shape[0] >= MIN_PACKED_ROWS and \
-            fc1.weight.numel() + fc2.weight.numel() <= \
-            RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS and \
-            fc1.in_features % 16 == 0 and \
-            native_linear_operands(rows, fc1.weight, fc1.bias) and \
-            native_linear_operands(rows, fc2.weight, fc2.bias)
-        function = FusedMlpFunction if recompute else GeluMlpFunction
+        function = FusedMlpFunction if recomputing_mlp_supported(
+            rows, fc1, fc2) else GeluMlpFunction
         out = function.apply(*args)
     else:
         out = _forward_chunks(*args)
