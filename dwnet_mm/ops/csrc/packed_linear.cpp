@@ -163,7 +163,7 @@ struct Operand {
 int64_t tile_rows_for(const Operand& B) { return B.width == 32 ? 12 : 6; }
 
 // Rows [0, rows) of x (from column k0, kc columns) copied tile by tile,
-// each tile k-major: buf[(t + k * tile_rows) + r] for row t + r. The
+// each tile k-major: buf[t * kc + k * tile_rows + r] for row t + r. The
 // micro-kernel then reads a tile's rows side by side instead of from rows
 // ldx apart, which map to the same L1 sets when ldx * 4 is a multiple of
 // the cache's way size (K = 3072 or 2048: every row of a tile in one set).
