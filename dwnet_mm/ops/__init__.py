@@ -17,8 +17,8 @@ from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
 
 __all__ = [
     'MLP_CHUNK_ELEMENTS', 'bias_activation_', 'depthwise_conv_nhwc',
-    'fused_mlp', 'fused_mlp_supported', 'gelu_mlp', 'i_dynamic_conv_nhwc', 'interleaved_channels', 'linear_into',
-    'matmul_into',
+    'fused_mlp', 'fused_mlp_supported', 'gelu_mlp', 'i_dynamic_conv_nhwc',
+    'interleaved_channels', 'linear_into', 'matmul_into',
     'mlp_chunk_rows',
     'native_depthwise_supported', 'native_disabled',
     'native_i_dynamic_supported', 'native_linear_supported',

@@ -367,6 +367,12 @@ void fused_mlp(const at::Tensor& x, const at::Tensor& packed1,
   });
 }
 
+// sums[c] += the sum over rows of x[r, c], x (rows, width) row-major.
+void add_row_sums(const float* x, int64_t rows, int64_t width, float* sums) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < width; ++c) sums[c] += x[r * width + c];
+}
+
 // The gradients of fused_mlp's out = fc2(GELU(fc1(x))) (no accumulation)
 // for grad_out g, in blocks of block_rows rows per task, each computing
 // fc1 of its rows again instead of reading a saved (rows, hidden) tensor:
@@ -420,12 +426,15 @@ std::vector<at::Tensor> fused_mlp_backward(
   const float* gp = grad_out.data_ptr<float>();
   const int64_t blocks = (M + block_rows - 1) / block_rows;
   ThreadBuffers hiddens(block_rows * H), acts(block_rows * H);
-  // The packed rows of any product here: x's block, g^T (C2 rows), dh^T
-  // (H rows).
-  const bool pack = should_pack(C, 1) || should_pack(1, C2) ||
-                    should_pack(C2, 1) || should_pack(H, 1);
-  ThreadBuffers buffers(
-      pack ? round_to_tiles(std::max({block_rows, H, C2})) * kBlockK : 0);
+  // Whether the products read rows C, C2 or H floats apart (plain or
+  // transposed) through the packing buffer, which takes the most rows of
+  // any of them: x's block, g^T (C2 rows), dh^T (H rows).
+  const bool pack_c = should_pack(C, 1), pack_c2 = should_pack(C2, 1),
+             pack_h = should_pack(H, 1);
+  ThreadBuffers buffers(pack_c || pack_c2 || pack_h
+                            ? round_to_tiles(std::max({block_rows, H, C2})) *
+                                  kBlockK
+                            : 0);
   at::parallel_for(0, blocks, 1, [&](int64_t blk0, int64_t blk1) {
     const int64_t slot = at::get_thread_num();
     float* h = hiddens.get();
@@ -437,37 +446,31 @@ std::vector<at::Tensor> fused_mlp_backward(
       const float* xb = xp + m0 * C;
       const float* gb = gp + m0 * C2;
       gemm_rows(xb, C, 1, fc1, b1, h, H, 0, rows, false, false,
-                should_pack(C, 1) ? buffer : nullptr);
+                pack_c ? buffer : nullptr);
       dwnet_mm::gelu_and_slope(h, a, rows * H);
       if (need_w2) {
         // g^T (C2 x rows) @ a (rows x H): g read as a transposed matrix.
         gemm_rows(gb, 1, C2, {a, false, rows, H, panel_width(H)}, nullptr,
                   gw2.data_ptr<float>() + slot * C2 * H, H, 0, C2, false,
-                  true, should_pack(1, C2) ? buffer : nullptr);
+                  true, pack_c2 ? buffer : nullptr);
       }
-      if (need_b2) {
-        float* sums = gb2.data_ptr<float>() + slot * C2;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = 0; c < C2; ++c) sums[c] += gb[r * C2 + c];
-      }
+      if (need_b2)
+        add_row_sums(gb, rows, C2, gb2.data_ptr<float>() + slot * C2);
       if (!need_hidden_grad) continue;
       gemm_rows(gb, C2, 1, w2_plain, nullptr, a, H, 0, rows, false, false,
-                should_pack(C2, 1) ? buffer : nullptr);
+                pack_c2 ? buffer : nullptr);
       for (int64_t i = 0; i < rows * H; ++i) h[i] *= a[i];  // dh
-      if (need_b1) {
-        float* sums = gb1.data_ptr<float>() + slot * H;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = 0; c < H; ++c) sums[c] += h[r * H + c];
-      }
+      if (need_b1)
+        add_row_sums(h, rows, H, gb1.data_ptr<float>() + slot * H);
       if (need_x) {
         gemm_rows(h, H, 1, w1_plain, nullptr,
                   grad_x.data_ptr<float>() + m0 * C, C, 0, rows, false,
-                  false, should_pack(H, 1) ? buffer : nullptr);
+                  false, pack_h ? buffer : nullptr);
       }
       if (need_w1) {
         gemm_rows(h, 1, H, {xb, false, rows, C, panel_width(C)}, nullptr,
                   gw1.data_ptr<float>() + slot * H * C, C, 0, H, false, true,
-                  should_pack(1, H) ? buffer : nullptr);
+                  pack_h ? buffer : nullptr);
       }
     }
   });
