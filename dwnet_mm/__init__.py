@@ -5,16 +5,18 @@ every OpenMMLab framework): the ``DWNet`` backbone, the
 ``LayerDecayOptimWrapperConstructor`` and the ``ImageNetReaLAccuracy`` metric.
 It needs only torch, mmengine and mmcv; framework-specific helpers ask for
 their framework when used.
+
+Importing it changes nothing else in the process: in particular torch's
+safe-globals list (``torch.serialization.get_safe_globals()``) stays as it
+was. Checkpoints are read with :func:`dwnet_mm.converters.safe_load`; wrap a
+Runner of your own in :func:`dwnet_mm.converters.checkpoint_loading` to have
+its ``resume`` / ``load_from`` read that way too (the tools do).
 """
 from .engine import LayerDecayOptimWrapperConstructor
 from .evaluation import ImageNetReaLAccuracy  # noqa: F401
 from .models import DWNet
 from .utils.torch_compat import allow_mmengine_checkpoints
 from .version import __version__
-
-# torch >= 2.6 loads with weights_only=True; mmengine 0.10.x resume files
-# hold a few plain Python types that must be allow-listed to --resume.
-allow_mmengine_checkpoints()
 
 __all__ = [
     'DWNet', 'LayerDecayOptimWrapperConstructor', 'allow_mmengine_checkpoints',

@@ -2,6 +2,9 @@
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--deploy] [--out x.pkl]
     tools/dist_test.sh CONFIG CHECKPOINT 8
+
+Checkpoints are read with dwnet_mm's safe loader (no code in them runs);
+``--trust-checkpoint`` lets a file it refuses be unpickled with full pickle.
 """
 import argparse
 import os
@@ -29,6 +32,12 @@ def parse_args(argv=None):
                         'folded on loading')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='the checkpoints this run reads are trusted: a file the safe '
+        'loader refuses (it pickles more than tensors, plain containers and '
+        'known harmless classes) is unpickled with full pickle, which runs '
+        'any code it contains. Only for files from a source you trust')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -56,6 +65,7 @@ def main(argv=None):
     from dwnet_mm.apis import (ConfigError, check_dataset_paths,
                                exit_on_unknown_type, init_cpu_distributed,
                                load_config, prepare_test_config)
+    from dwnet_mm.converters import UnsafeCheckpointError, checkpoint_loading
     from mmengine.evaluator import DumpResults
     from mmengine.runner import Runner
     try:
@@ -68,12 +78,17 @@ def main(argv=None):
     except (ConfigError, ImportError, ValueError) as e:
         sys.exit(f'error: {e}')
     init_cpu_distributed(cfg)
-    with exit_on_unknown_type():
-        runner = Runner.from_cfg(cfg)
-        if args.out:
-            runner.test_evaluator.metrics.append(
-                DumpResults(out_file_path=args.out))
-        runner.test()
+    # The checkpoint (and any Pretrained init_cfg) is read safely.
+    with exit_on_unknown_type(), \
+            checkpoint_loading(trust=args.trust_checkpoint):
+        try:
+            runner = Runner.from_cfg(cfg)
+            if args.out:
+                runner.test_evaluator.metrics.append(
+                    DumpResults(out_file_path=args.out))
+            runner.test()
+        except UnsafeCheckpointError as e:
+            sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

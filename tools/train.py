@@ -2,6 +2,10 @@
 
     python tools/train.py configs/cls/dwnet-tiny_8xb128_in1k.py
     tools/dist_train.sh configs/det/cascade_dwnet_tiny_3x.py 8
+
+Checkpoints (``--resume``, ``load_from``, Pretrained init_cfgs) are read with
+dwnet_mm's safe loader (no code in them runs); ``--trust-checkpoint`` lets a
+file it refuses be unpickled with full pickle.
 """
 import argparse
 import os
@@ -24,6 +28,12 @@ def parse_args(argv=None):
                         help='scale the lr by the actual total batch size')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='the checkpoints this run reads (--resume, load_from, '
+        'Pretrained init_cfgs) are trusted: a file the safe loader refuses '
+        'is unpickled with full pickle, which runs any code it contains. '
+        'Only for files from a source you trust')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -34,10 +44,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import dwnet_mm  # noqa: F401  (registers DWNet, allow-lists resume files)
+    import dwnet_mm  # noqa: F401  (registers DWNet)
     from dwnet_mm.apis import (ConfigError, check_dataset_paths,
                                exit_on_unknown_type, init_cpu_distributed,
                                load_config, prepare_train_config)
+    from dwnet_mm.converters import UnsafeCheckpointError, checkpoint_loading
     from mmengine.runner import Runner
     try:
         cfg = load_config(args.config, args.cfg_options)
@@ -47,9 +58,16 @@ def main(argv=None):
     except (ConfigError, ImportError) as e:
         sys.exit(f'error: {e}')
     init_cpu_distributed(cfg)
-    with exit_on_unknown_type():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
+    # --resume, load_from and Pretrained init_cfgs read checkpoints safely;
+    # mmengine's own resume files load without touching torch's
+    # process-wide safe-globals list.
+    with exit_on_unknown_type(), \
+            checkpoint_loading(trust=args.trust_checkpoint):
+        try:
+            runner = Runner.from_cfg(cfg)
+            runner.train()
+        except UnsafeCheckpointError as e:
+            sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,9 @@ from .loading import (UnknownCheckpointLayout, convert_checkpoint_file,
                       extract_backbone_state_dict,
                       load_checkpoint_file, load_dwnet_checkpoint,
                       resize_depthwise_kernel)
+from .safe_load import (KNOWN_HARMLESS_CLASSES, PickledObject,
+                        UnsafeCheckpointError, checkpoint_loading,
+                        plain_containers, safe_load)
 
 __all__ = [
     'convert_authors_backbone', 'convert_authors_full_checkpoint',
@@ -13,5 +16,7 @@ __all__ = [
     'convert_authors_key', 'is_authors_layout',
     'UnknownCheckpointLayout', 'convert_checkpoint_file',
     'extract_backbone_state_dict',
-    'load_checkpoint_file', 'load_dwnet_checkpoint', 'resize_depthwise_kernel'
+    'load_checkpoint_file', 'load_dwnet_checkpoint', 'resize_depthwise_kernel',
+    'KNOWN_HARMLESS_CLASSES', 'PickledObject', 'UnsafeCheckpointError',
+    'checkpoint_loading', 'plain_containers', 'safe_load'
 ]

@@ -1,15 +1,13 @@
 """Load DWNet weights from any supported checkpoint layout."""
 import os.path as osp
-import pickle
-import types
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .authors import convert_authors_backbone, is_authors_layout
+from .safe_load import plain_containers, safe_load
 
 _BACKBONE_PREFIXES = ('backbone.', 'module.backbone.')
 
@@ -18,57 +16,25 @@ class UnknownCheckpointLayout(ValueError):
     """Raised for checkpoints that hold no recognisable DWNet weights."""
 
 
-def _placeholder_unpickler_module():
-    """A pickle module that turns non-torch objects into inert placeholders.
+def load_checkpoint_file(filename, map_location='cpu', trust=False):
+    """Read a checkpoint without running code from it.
 
-    The authors' files may pickle their training config (a yacs CfgNode) and
-    optimizer; we only need the tensors, and must not run foreign code.
+    See :func:`~dwnet_mm.converters.safe_load`: torch's safe loader first,
+    then a restricted unpickler for the authors' files (their pickled yacs
+    config comes back as an inert dict) and mmengine's own checkpoints;
+    anything else raises :class:`UnsafeCheckpointError` unless ``trust``.
+
+    Args:
+        filename (str): Path or URL of the checkpoint.
+        map_location (str): Defaults to 'cpu'.
+        trust (bool): Allow full pickle for a file you trust, if the safe
+            readers refuse it (it runs any code the file holds). Defaults
+            to False.
     """
-    safe_modules = ('torch', 'collections', 'numpy', '_codecs', 'builtins')
-
-    class Placeholder(dict):
-
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __setstate__(self, state):
-            pass
-
-    class Unpickler(pickle.Unpickler):
-
-        def find_class(self, module, name):
-            if module.split('.')[0] in safe_modules and not (
-                    module == 'builtins' and name in ('eval', 'exec')):
-                return super().find_class(module, name)
-            return Placeholder
-
-    return types.SimpleNamespace(
-        Unpickler=Unpickler, load=pickle.load, __name__='pickle')
+    return safe_load(filename, map_location=map_location, trust=trust)
 
 
-def load_checkpoint_file(filename, map_location='cpu'):
-    """Read a checkpoint, tolerating pickled non-tensor entries.
-
-    Tries torch's safe loader first; files with extra pickled objects (the
-    authors' configs) are read with those objects replaced by placeholders,
-    never executed.
-    """
-    if '://' in str(filename):
-        return CheckpointLoader.load_checkpoint(filename, map_location)
-    try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f'checkpoint file {filename!r} does not exist; check the path '
-            'in init_cfg / --checkpoint') from None
-    except pickle.UnpicklingError:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False,
-                          pickle_module=_placeholder_unpickler_module())
-
-
-def convert_checkpoint_file(src, dst, convert):
+def convert_checkpoint_file(src, dst, convert, trust=False):
     """Load ``src``, convert it and save the result to ``dst``.
 
     Args:
@@ -76,6 +42,7 @@ def convert_checkpoint_file(src, dst, convert):
         dst (str): Where the converted checkpoint goes.
         convert (callable): ``convert(checkpoint, source)`` returns the new
             checkpoint; ``source`` is the file name of ``src``.
+        trust (bool): See :func:`load_checkpoint_file`. Defaults to False.
 
     Returns:
         dict: The converted checkpoint.
@@ -85,7 +52,10 @@ def convert_checkpoint_file(src, dst, convert):
     """
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('dst must differ from src')
-    converted = convert(load_checkpoint_file(src), osp.basename(src))
+    converted = convert(load_checkpoint_file(src, trust=trust),
+                        osp.basename(src))
+    # No stand-ins for the source's pickled objects in the new file.
+    converted = plain_containers(converted)
     torch.save(converted, dst)
     return converted
 
@@ -168,7 +138,7 @@ def _drop_mismatched_out_norms(model, state_dict, logger):
 
 
 def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
-                          resize_kernels=False, logger=None):
+                          resize_kernels=False, logger=None, trust=False):
     """Load DWNet weights into ``model`` from any supported layout.
 
     Unlike a plain non-strict load, a file that matches none of the model's
@@ -184,12 +154,21 @@ def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
             size differs from the model's (e.g. 7x7 weights into a 12x12
             fine-tuning model). Defaults to False.
         logger (MMLogger, optional): Defaults to the current logger.
+        trust (bool): The file is trusted: if the safe readers refuse it,
+            unpickle it with full pickle, which runs any code it contains
+            (``trust_checkpoint=True`` in the Pretrained init_cfg). Defaults
+            to False.
 
     Returns:
         dict: ``missing_keys``, ``unexpected_keys`` and ``layout``.
+
+    Raises:
+        UnsafeCheckpointError: If the file pickles anything but tensors,
+            plain containers and the known harmless classes, and ``trust``
+            is off.
     """
     logger = logger or MMLogger.get_current_instance()
-    checkpoint = load_checkpoint_file(filename, map_location)
+    checkpoint = load_checkpoint_file(filename, map_location, trust=trust)
     state_dict, layout = extract_backbone_state_dict(
         checkpoint, getattr(model, 'num_stages', 4), prefix)
     _drop_mismatched_out_norms(model, state_dict, logger)

@@ -1,42 +1,36 @@
-"""Let torch's safe loader (weights_only=True) read mmengine checkpoints."""
-import collections
+"""Read mmengine checkpoints under torch >= 2.6 without weakening torch.
 
-import torch
-
-
-def mmengine_checkpoint_types():
-    """The non-tensor types found in mmengine 0.10 resume checkpoints.
-
-    ``message_hub`` holds :class:`HistoryBuffer` objects (with numpy arrays
-    and scalars) and a Counter.
-    """
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-
-    from numpy.core import multiarray
-    numpy_types = [
-        np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar
-    ]
-    # numpy >= 1.25 pickles dtypes through their per-type classes.
-    numpy_types += [type(np.dtype(t)) for t in (
-        np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)]
-    # HistoryBuffer pickles its statistics methods as getattr(cls, name);
-    # the safe unpickler still refuses to call anything not allow-listed.
-    return [HistoryBuffer, getattr, collections.Counter] + numpy_types
+mmengine 0.10.x calls ``torch.load`` without ``weights_only``; since torch
+2.6 that means torch's safe loader, which refuses mmengine's own resume
+files (their ``message_hub`` pickles ``HistoryBuffer`` objects, numpy arrays
+and ``getattr``). Allow-listing those in torch's process-wide safe-globals
+list would weaken ``torch.load(weights_only=True)`` for every library in the
+process, and ``getattr`` there lets a file reach any function (through
+``torch._tensor._rebuild_from_type_v2``). Instead, while
+:func:`allow_mmengine_checkpoints` is active, mmengine's checkpoint reads go
+through :func:`dwnet_mm.converters.safe_load`, whose own restricted
+unpickler reads exactly those types.
+"""
 
 
-def allow_mmengine_checkpoints():
-    """Allow-list exactly the types of mmengine's own checkpoints.
+def allow_mmengine_checkpoints(trust=False):
+    """Context manager: mmengine reads checkpoints with dwnet_mm's
+    safe loader (``--resume``, ``load_from``, ``Pretrained``) inside it.
 
-    mmengine 0.10.x calls ``torch.load`` without ``weights_only``; since
-    torch 2.6 that means safe loading, which rejects its ``--resume`` files.
-    Rather than switching safe loading off, register the few types they
-    contain. Idempotent.
+    Example::
+
+        with allow_mmengine_checkpoints():
+            runner = Runner.from_cfg(cfg)
+            runner.train()  # may resume
+
+    Nothing is registered with torch; the change ends with the block.
+
+    Args:
+        trust (bool): Unpickle files the safe loader refuses with full
+            pickle, which runs any code they contain. Defaults to False.
 
     Returns:
-        list[type]: The allow-listed types.
+        A context manager (:func:`dwnet_mm.converters.checkpoint_loading`).
     """
-    types = mmengine_checkpoint_types()
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(types)
-    return types
+    from ..converters.safe_load import checkpoint_loading
+    return checkpoint_loading(trust=trust)

@@ -1,6 +1,7 @@
 """tools/model_converters/dwnet_to_mmpretrain.py on the authors' layout."""
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -37,18 +38,30 @@ def build_classifier(config):
     return MODELS.build(cfg.model)
 
 
-class FakeConfig:
-    """Stands for the yacs config pickled in some of the authors' files."""
+class FakeConfig(dict):
+    """Stands for the yacs config pickled in the authors' files: a dict,
+    pickled as ``yacs.config.CfgNode`` (a known harmless class)."""
 
     def __init__(self):
-        self.MODEL = {'TYPE': 'dwnet'}
+        super().__init__(MODEL={'TYPE': 'dwnet'})
+        self.__dict__['__immutable__'] = False
 
 
-def test_cli(tmp_path):
+FakeConfig.__module__ = 'yacs.config'
+FakeConfig.__name__ = FakeConfig.__qualname__ = 'CfgNode'
+
+
+def test_cli(tmp_path, monkeypatch):
     authors = authors_state_dict()
     src, dst = tmp_path / 'authors.pth', tmp_path / 'out' / 'converted.pth'
-    torch.save({'model': authors, 'optimizer': {}, 'epoch': 299,
-                'config': FakeConfig()}, src)
+    yacs = types.ModuleType('yacs')
+    yacs.config = types.ModuleType('yacs.config')
+    yacs.config.CfgNode = FakeConfig
+    with monkeypatch.context() as patch:  # yacs exists only while saving
+        patch.setitem(sys.modules, 'yacs', yacs)
+        patch.setitem(sys.modules, 'yacs.config', yacs.config)
+        torch.save({'model': authors, 'optimizer': {}, 'epoch': 299,
+                    'config': FakeConfig()}, src)
     proc = subprocess.run(
         [sys.executable, 'tools/model_converters/dwnet_to_mmpretrain.py',
          str(src), str(dst)], cwd=REPO_ROOT, capture_output=True, text=True)

@@ -1,4 +1,7 @@
 """Loading the authors' released checkpoint layout (REFERENCE section 5)."""
+import sys
+import types
+
 import pytest
 import torch
 
@@ -85,20 +88,40 @@ def make_state_dict(shapes, seed=0):
     }
 
 
-class FakeConfig:
-    """Stands for the pickled training config in some authors' files."""
+class FakeConfig(dict):
+    """Stands for the authors' pickled training config, a yacs CfgNode
+    (a dict with a few attributes); pickled as ``yacs.config.CfgNode``."""
 
     def __init__(self):
-        self.MODEL = {'TYPE': 'dwnet'}
+        super().__init__(MODEL={'TYPE': 'dwnet'})
+        self.__dict__['__immutable__'] = False
+        self.__dict__['__deprecated_keys__'] = set()
+
+
+FakeConfig.__module__ = 'yacs.config'
+FakeConfig.__name__ = FakeConfig.__qualname__ = 'CfgNode'
+
+
+def save_with_config(checkpoint, path, monkeypatch):
+    """torch.save with a FakeConfig under 'config' (yacs is not installed:
+    a stand-in ``yacs.config`` module exists only while saving)."""
+    package = types.ModuleType('yacs')
+    package.config = types.ModuleType('yacs.config')
+    package.config.CfgNode = FakeConfig
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, 'yacs', package)
+        patch.setitem(sys.modules, 'yacs.config', package.config)
+        torch.save(dict(checkpoint, config=FakeConfig()), path)
 
 
 @pytest.mark.parametrize('conv_type', ['static', 'dynamic', 'i_dynamic'])
-def test_authors_cls_file_into_classifier_backbone(tmp_path, conv_type):
+def test_authors_cls_file_into_classifier_backbone(tmp_path, conv_type,
+                                                   monkeypatch):
     sd = make_state_dict(
         authors_shapes(SMALL['channels'], SMALL['depths'], conv_type))
     path = tmp_path / 'authors.pth'
-    torch.save({'model': sd, 'optimizer': {'state': {}}, 'epoch': 299,
-                'config': FakeConfig()}, path)
+    save_with_config({'model': sd, 'optimizer': {'state': {}},
+                      'epoch': 299}, path, monkeypatch)
     model = DWNet(arch=SMALL, conv_type=conv_type,
                   init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()

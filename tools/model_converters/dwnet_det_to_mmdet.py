@@ -74,6 +74,10 @@ def parse_args(argv=None):
     parser.add_argument('src', help='authors\' checkpoint (.pth)')
     parser.add_argument('dst', help='output checkpoint (.pth)')
     parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='src is trusted: if the safe loader refuses it, unpickle it '
+        'with full pickle, which runs any code it contains')
+    parser.add_argument(
         '--config',
         help='check that the result loads strictly into this config\'s '
         'detector (e.g. configs/det/cascade_dwnet_tiny_3x.py)')
@@ -82,7 +86,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dwnet_mm.converters import convert_checkpoint_file
+    from dwnet_mm.converters import (UnsafeCheckpointError,
+                                     convert_checkpoint_file)
 
     def convert(checkpoint, source):
         converted = convert_det_checkpoint(checkpoint, source)
@@ -91,8 +96,9 @@ def main(argv=None):
         return converted
 
     try:
-        converted = convert_checkpoint_file(args.src, args.dst, convert)
-    except ValueError as e:
+        converted = convert_checkpoint_file(args.src, args.dst, convert,
+                                            trust=args.trust_checkpoint)
+    except (ValueError, UnsafeCheckpointError) as e:
         raise SystemExit(f'error: {e}')
     num_backbone = sum(
         k.startswith(BACKBONE_PREFIX) for k in converted['state_dict'])

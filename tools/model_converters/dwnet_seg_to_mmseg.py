@@ -37,16 +37,22 @@ def parse_args(argv=None):
         '(mmseg 0.x) to mmseg 1.x / dwnet_mm names')
     parser.add_argument('src', help='authors\' checkpoint (.pth)')
     parser.add_argument('dst', help='output checkpoint (.pth)')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='src is trusted: if the safe loader refuses it, unpickle it '
+        'with full pickle, which runs any code it contains')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from dwnet_mm.converters import convert_checkpoint_file
+    from dwnet_mm.converters import (UnsafeCheckpointError,
+                                     convert_checkpoint_file)
     try:
         converted = convert_checkpoint_file(args.src, args.dst,
-                                            convert_seg_checkpoint)
-    except ValueError as e:
+                                            convert_seg_checkpoint,
+                                            trust=args.trust_checkpoint)
+    except (ValueError, UnsafeCheckpointError) as e:
         raise SystemExit(f'error: {e}')
     num_backbone = sum(
         k.startswith(BACKBONE_PREFIX) for k in converted['state_dict'])

@@ -19,8 +19,9 @@ from collections import OrderedDict
 
 import torch
 
-from dwnet_mm.converters import (convert_authors_backbone, is_authors_layout,
-                                 load_checkpoint_file)
+from dwnet_mm.converters import (UnsafeCheckpointError,
+                                 convert_authors_backbone, is_authors_layout,
+                                 load_checkpoint_file, plain_containers)
 from dwnet_mm.version import __version__
 
 _STAGE_BLOCK = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.')
@@ -134,19 +135,27 @@ def convert(checkpoint, source=None):
     return dict(state_dict=converted, meta=meta)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert an authors\' DWNet ImageNet checkpoint to an '
         'mmpretrain ImageClassifier checkpoint')
     parser.add_argument('src', help='the authors\' .pth file')
     parser.add_argument('dst', help='output .pth file')
-    return parser.parse_args()
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='src is trusted: if the safe loader refuses it, unpickle it '
+        'with full pickle, which runs any code it contains')
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
-    checkpoint = load_checkpoint_file(args.src)
-    result = convert(checkpoint, source=args.src)
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        checkpoint = load_checkpoint_file(args.src,
+                                          trust=args.trust_checkpoint)
+    except UnsafeCheckpointError as e:
+        raise SystemExit(f'error: {e}')
+    result = plain_containers(convert(checkpoint, source=args.src))
     dst_dir = osp.dirname(osp.abspath(args.dst))
     os.makedirs(dst_dir, exist_ok=True)
     torch.save(result, args.dst)

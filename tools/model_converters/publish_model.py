@@ -16,10 +16,16 @@ TRAINING_KEYS = ('optimizer', 'message_hub', 'param_schedulers', 'scheduler',
                  'lr_scheduler', 'amp', 'ema_state_dict')
 
 
-def publish(in_file, out_file):
-    """Write the stripped checkpoint and return its final path."""
-    import dwnet_mm  # noqa: F401  (allow-lists mmengine checkpoint types)
-    checkpoint = torch.load(in_file, map_location='cpu', weights_only=True)
+def publish(in_file, out_file, trust=False):
+    """Write the stripped checkpoint and return its final path.
+
+    ``in_file`` is read with dwnet_mm's safe loader (mmengine training
+    checkpoints and the authors' files load; nothing in them runs);
+    ``trust`` allows full pickle for a trusted file it refuses.
+    """
+    from dwnet_mm.converters import plain_containers, safe_load
+    checkpoint = plain_containers(
+        safe_load(in_file, map_location='cpu', trust=trust))
     if not isinstance(checkpoint, dict) or not any(
             k in checkpoint for k in ('state_dict', 'model')):
         raise ValueError(f'{in_file} has no "state_dict" or "model" entry: '
@@ -36,16 +42,21 @@ def publish(in_file, out_file):
     return final
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('in_file', help='checkpoint from training')
     parser.add_argument('out_file', help='name of the published file')
-    args = parser.parse_args()
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='in_file is trusted: if the safe loader refuses it, unpickle '
+        'it with full pickle, which runs any code it contains')
+    args = parser.parse_args(argv)
     if not os.path.isfile(args.in_file):
         sys.exit(f'error: checkpoint {args.in_file!r} does not exist')
+    from dwnet_mm.converters import UnsafeCheckpointError
     try:
-        print(publish(args.in_file, args.out_file))
-    except ValueError as e:
+        print(publish(args.in_file, args.out_file, args.trust_checkpoint))
+    except (ValueError, UnsafeCheckpointError) as e:
         sys.exit(f'error: {e}')
 
 
