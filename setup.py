@@ -28,8 +28,17 @@ setup(
     # The C++ sources are compiled on first use (dwnet_mm/ops/native.py).
     package_data={'dwnet_mm.ops': ['csrc/*.cpp', 'csrc/*.h']},
     python_requires='>=3.8',
+    # torch 2.4 is the first with what the code calls:
+    # torch.is_autocast_enabled(device_type), torch.get_autocast_dtype and
+    # torch.amp.custom_fwd/custom_bwd(device_type=...) (2.4), the configs'
+    # fused AdamW on the CPU (2.4; 2.3 and earlier raise), and
+    # torch.compiler.is_compiling (2.3). mmcv: the mmcv.cnn bricks of 2.0.
+    # mmengine: the code needs nothing newer than 0.8 (mmengine.analysis,
+    # DefaultScope); the floor stays at the 0.10 series, the one run with
+    # torch >= 2.4 (0.10.7).
+    # Tested: requirements/constraints.txt (see the README).
     install_requires=[
-        'torch>=2.0',
+        'torch>=2.4',
         'mmengine>=0.10.0,<1.0',
         'mmcv>=2.0.0,<2.2.0',
         'numpy',

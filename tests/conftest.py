@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 
 # Keep CPU runs predictable on small CI machines.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -12,3 +13,29 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def repo_root():
     return REPO_ROOT
+
+
+def _scope_snapshot():
+    return dict(DefaultScope._instance_dict)
+
+
+def _scope_restore(snapshot):
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(snapshot)
+
+
+# DWNet's output defaults follow the current mmengine scope, and runners
+# leave their scope behind as the process-wide "current" one; without this
+# a test's result would depend on which test ran before it.
+@pytest.fixture(autouse=True, scope='module')
+def _isolate_default_scope_per_module():
+    snapshot = _scope_snapshot()
+    yield
+    _scope_restore(snapshot)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_default_scope():
+    snapshot = _scope_snapshot()
+    yield
+    _scope_restore(snapshot)

@@ -1,4 +1,5 @@
 """DWNet builds in every framework's scope, the way users configure it."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,8 +13,20 @@ import dwnet_mm  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 USER_PROJECT = os.path.join(HERE, '..', 'data', 'user_project')
-BACKBONE = dict(arch=dict(channels=[8, 16, 32, 64], depths=[1, 1, 1, 1]),
-                out_type='featmap', out_indices=(0, 1, 2, 3))
+SMALL = dict(channels=[8, 16, 32, 64], depths=[1, 1, 1, 1])
+BACKBONE = dict(arch=SMALL, out_type='featmap', out_indices=(0, 1, 2, 3))
+
+
+@contextlib.contextmanager
+def no_default_scope():
+    """As in a fresh process: no DefaultScope (others' tests leave one)."""
+    saved = DefaultScope._instance_dict.copy()
+    DefaultScope._instance_dict.clear()
+    try:
+        yield
+    finally:
+        DefaultScope._instance_dict.clear()
+        DefaultScope._instance_dict.update(saved)
 
 
 def _build(scope, type_name):
@@ -39,14 +52,52 @@ def test_mmpretrain_prefixed_type(scope):
     assert type(_build(scope, 'mmpretrain.DWNet')).__name__ == 'DWNet'
 
 
+@pytest.mark.parametrize('scope,out_type,num_outs', [
+    ('mmdet', 'featmap', 4), ('mmseg', 'featmap', 4),
+    ('mmpretrain', 'avg_featmap', 1), (None, 'avg_featmap', 1)])
+def test_defaults_follow_scope(scope, out_type, num_outs):
+    """out_type/out_indices left out: what the scope's necks/heads take."""
+    from mmengine.registry import MODELS
+    with no_default_scope(), DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(dict(type='DWNet', arch=SMALL)).eval()
+    assert model.out_type == out_type
+    outs = model(torch.randn(1, 3, 32, 32))
+    assert len(outs) == num_outs
+    assert outs[-1].dim() == (4 if out_type == 'featmap' else 2)
+
+
+def test_explicit_defaults_win():
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = dwnet_mm.DWNet(arch=SMALL, out_type='featmap',
+                               out_indices=(1, 3))
+    assert model.out_indices == (1, 3)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = dwnet_mm.DWNet(arch=SMALL, out_type='featmap')
+    assert model.out_indices == (3, )
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_pooled_outputs_in_dense_scope_warn(scope):
+    with DefaultScope.overwrite_default_scope(scope), \
+            pytest.warns(UserWarning) as record:
+        model = dwnet_mm.DWNet(arch=SMALL, out_type='avg_featmap')
+    message = ' '.join(str(w.message) for w in record)
+    assert "out_type='featmap'" in message
+    assert 'out_indices=(0, 1, 2, 3)' in message
+    assert model.out_type == 'avg_featmap'
+
+
 def test_user_detector_config():
+    """Built as a user would, with mmdet's registry and no scope set: the
+    config inherited from an ``mmdet::`` base carries ``_scope_='mmdet'``,
+    so DWNet returns FPN's four maps without out_type/out_indices."""
     from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
     cfg = Config.fromfile(
         os.path.join(USER_PROJECT, 'mask_rcnn_dwnet_tiny.py'))
-    assert cfg.model.backbone.type == 'mmpretrain.DWNet'
-    detector = MODELS.build(cfg.model)
+    assert cfg.model.backbone.type == 'DWNet'
+    assert 'out_type' not in cfg.model.backbone
+    with no_default_scope():
+        detector = MODELS.build(cfg.model)
     detector.init_weights()
     detector.eval()
     feats = detector.extract_feat(torch.randn(1, 3, 96, 128))
@@ -56,10 +107,9 @@ def test_user_detector_config():
 
 def test_user_segmentor_config():
     from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules()
     cfg = Config.fromfile(os.path.join(USER_PROJECT, 'upernet_dwnet_tiny.py'))
-    segmentor = MODELS.build(cfg.model)
+    with no_default_scope():
+        segmentor = MODELS.build(cfg.model)
     segmentor.init_weights()
     segmentor.eval()
     out = segmentor(torch.randn(1, 3, 64, 64), mode='tensor')

@@ -1,4 +1,6 @@
-# A user's own mmseg config: inherit an upstream base, swap in DWNet.
+# A user's own mmseg config: inherit an upstream base, swap in DWNet (the
+# README's recipe). In the mmseg scope DWNet returns the four feature maps
+# UPerHead takes by default.
 _base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['dwnet_mm'], allow_failed_imports=False)
 
@@ -8,8 +10,6 @@ model = dict(
         _delete_=True,
         type='DWNet',
         arch='tiny',
-        out_type='featmap',
-        out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='SyncBN', requires_grad=True)),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))

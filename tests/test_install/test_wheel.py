@@ -1,0 +1,107 @@
+"""A wheel of dwnet_mm, installed (not editable) in a venv outside the
+checkout, imports, builds DWNet in each framework's scope and runs it.
+
+The wheel is built with ``pip wheel --no-deps`` from a copy of the checkout's
+files (a build in place would write ``build/`` into the work tree); the venv
+reuses the project venv's installed packages through a ``.pth`` line, so
+nothing is downloaded. In the wheel's process no C++ compiler is found, so
+the native kernels fall back to PyTorch ops with one warning: compiling them
+costs a minute on CI's two cores, and the checkout's tests compile the same
+sources. ``DWNET_TEST_WHEEL_NATIVE=1`` compiles them from the wheel's copy
+instead (into a temporary ``TORCH_EXTENSIONS_DIR``).
+"""
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+from install_helpers import REPO_ROOT, overlay_venv
+
+CHECK = r'''
+import os, sys, warnings
+warnings.simplefilter('always')
+import torch
+import dwnet_mm
+from dwnet_mm.ops import native
+from mmengine.registry import DefaultScope, init_default_scope
+
+repo, site = sys.argv[1], sys.argv[2]
+assert not os.path.abspath(dwnet_mm.__file__).startswith(repo + os.sep), \
+    dwnet_mm.__file__
+assert os.path.abspath(dwnet_mm.__file__).startswith(site + os.sep), \
+    dwnet_mm.__file__
+missing = [str(s) for s in native.SOURCES if not s.is_file()]
+assert not missing, f'sources not in the wheel: {missing}'
+assert (native.SOURCES[0].parent / 'common.h').is_file()
+print('imported', dwnet_mm.__version__, 'from', dwnet_mm.__file__)
+
+arch = dict(channels=[16, 32, 64, 128], depths=[1, 1, 1, 1])
+x = torch.randn(1, 3, 64, 64)
+with warnings.catch_warnings(record=True) as caught:
+    for scope, num_outs, dim in (('mmpretrain', 1, 2), ('mmdet', 4, 4),
+                                 ('mmseg', 4, 4)):
+        init_default_scope(scope)
+        registry = __import__(f'{scope}.registry', fromlist=['MODELS'])
+        model = registry.MODELS.build(dict(type='DWNet', arch=arch)).eval()
+        with torch.no_grad():
+            outs = model(x)
+        assert len(outs) == num_outs and outs[-1].dim() == dim, (
+            scope, [tuple(o.shape) for o in outs])
+        print(scope, model.out_type, [tuple(o.shape) for o in outs])
+ours = [str(w.message) for w in caught if 'dwnet_mm:' in str(w.message)]
+print('native kernels:', 'yes' if native.native_ops() is not None else 'no')
+print('dwnet_mm warnings:', ours)
+if os.environ.get('EXPECT_NATIVE') == '1':
+    assert native.native_ops() is not None and not ours, ours
+else:
+    assert native.native_ops() is None
+    assert len(ours) == 1 and 'run on PyTorch ops' in ours[0], ours
+'''
+
+
+def _copy_checkout(dst):
+    """The checkout's files as git would commit them (no venv, no builds)."""
+    files = subprocess.run(
+        ['git', 'ls-files', '-z', '--cached', '--others',
+         '--exclude-standard'], cwd=REPO_ROOT, check=True,
+        capture_output=True, text=True).stdout.split('\0')
+    for name in filter(None, files):
+        src = osp.join(REPO_ROOT, name)
+        if osp.isfile(src):
+            os.makedirs(osp.dirname(osp.join(dst, name)), exist_ok=True)
+            shutil.copy2(src, osp.join(dst, name))
+
+
+def test_wheel_installs_and_runs(tmp_path):
+    source, dist = tmp_path / 'src', tmp_path / 'dist'
+    _copy_checkout(str(source))
+    env = dict(os.environ, PIP_NO_INPUT='1', PIP_DISABLE_PIP_VERSION_CHECK='1')
+    subprocess.run([
+        sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+        '--no-build-isolation', '--no-index', '-q', '-w',
+        str(dist), str(source)
+    ], check=True, env=env, timeout=300)
+    wheels = sorted(dist.glob('dwnet_mm-*.whl'))
+    assert len(wheels) == 1, wheels
+
+    python, site = overlay_venv(tmp_path / 'venv')
+    subprocess.run([
+        sys.executable, '-m', 'pip', '--python', python, 'install',
+        '--no-deps', '--no-index', '-q', str(wheels[0])
+    ], check=True, env=env, timeout=300)
+
+    native = os.environ.get('DWNET_TEST_WHEEL_NATIVE') == '1'
+    run_env = dict(os.environ, EXPECT_NATIVE='1' if native else '0',
+                   TORCH_EXTENSIONS_DIR=str(tmp_path / 'torch_extensions'))
+    run_env.pop('PYTHONPATH', None)
+    run_env.pop('DWNET_MM_NATIVE', None)
+    if not native:
+        # No compiler: the kernels' build fails and the layers fall back.
+        run_env['CXX'] = str(tmp_path / 'no-such-compiler')
+    proc = subprocess.run(
+        [python, '-c', CHECK, REPO_ROOT,
+         osp.realpath(site)], cwd=str(tmp_path), env=run_env,
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
+    print(proc.stdout)
