@@ -101,8 +101,21 @@ class Unsafe:
     pass
 
 
+def added_safe_globals(before):
+    """Entries added to torch's safe-globals list since ``before``, except
+    those torch registers itself when it imports its own modules lazily."""
+    return [
+        g for g in torch.serialization.get_safe_globals() if g not in before
+        and not str(getattr(g, '__module__', '')).startswith('torch')
+    ]
+
+
 def test_resume_with_safe_torch_load(tmp_path):
+    """mmengine's own resume files load through dwnet_mm's safe loader,
+    inside a scoped context (the tools use it); torch's process-wide
+    safe-globals list is never touched."""
     assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
+    safe_globals = torch.serialization.get_safe_globals()
     runner = _runner(tmp_path)
     runner.train()
     ckpt = tmp_path / 'epoch_3.pth'
@@ -110,12 +123,22 @@ def test_resume_with_safe_torch_load(tmp_path):
     os.remove(tmp_path / 'epoch_3.pth')  # resume from epoch 2
     with open(tmp_path / 'last_checkpoint', 'w') as f:
         f.write(str(tmp_path / 'epoch_2.pth'))
+    # torch's safe loader alone refuses mmengine's resume files.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / 'epoch_2.pth')
     resumed = _runner(tmp_path, resume=True)
-    resumed.train()
+    with dwnet_mm.allow_mmengine_checkpoints():
+        assert added_safe_globals(safe_globals) == []
+        resumed.train()
     assert resumed.epoch == 3
     assert resumed.iter == 12
+    assert added_safe_globals(safe_globals) == []
+    assert getattr not in torch.serialization.get_safe_globals()
     # Safe loading is still on for anything not allow-listed.
     torch.save({'x': Unsafe()}, tmp_path / 'unsafe.pth')
     with pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / 'unsafe.pth')
-    assert dwnet_mm.allow_mmengine_checkpoints() is not None
+    with dwnet_mm.allow_mmengine_checkpoints(), \
+            pytest.raises(dwnet_mm.converters.UnsafeCheckpointError):
+        _runner(tmp_path, resume=True).load_checkpoint(
+            str(tmp_path / 'unsafe.pth'))

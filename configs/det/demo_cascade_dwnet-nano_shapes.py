@@ -15,9 +15,6 @@ classes = ('circle', 'square', 'star', 'triangle')
 data_root = 'data/demo/coco/'
 width = 64  # FPN, RPN and RoI feature channels
 head_width = 32  # convs of the box and mask heads
-# torchvision's RoIAlign: mmcv's CPU kernel computes the backward pass
-# several times slower.
-roi_layer = dict(use_torchvision=True)
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
@@ -36,7 +33,7 @@ model = dict(
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=width),
     rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(
-        bbox_roi_extractor=dict(roi_layer=roi_layer, out_channels=width),
+        bbox_roi_extractor=dict(out_channels=width),
         bbox_head=[
             dict(
                 type='Shared4Conv1FCBBoxHead',
@@ -59,7 +56,7 @@ model = dict(
             for target_stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
                                 [0.033, 0.033, 0.067, 0.067])
         ],
-        mask_roi_extractor=dict(roi_layer=roi_layer, out_channels=width),
+        mask_roi_extractor=dict(out_channels=width),
         mask_head=dict(
             in_channels=width,
             conv_out_channels=head_width,

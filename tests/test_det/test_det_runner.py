@@ -126,9 +126,31 @@ def test_train_iterations(conv_type, coco_fixture, tmp_path):
         assert not torch.equal(params[name].detach(), snapshot.before[name])
 
 
+class PredictionHook(Hook):
+    """Keeps the test loop's predictions."""
+
+    def __init__(self):
+        self.predictions = []
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None,
+                        outputs=None):
+        self.predictions += [o.pred_instances.cpu() for o in outputs]
+
+
+def _test_run(cfg):
+    runner = Runner.from_cfg(cfg)
+    hook = PredictionHook()
+    runner.register_hook(hook)
+    return runner, runner.test(), hook.predictions
+
+
 def test_converted_authors_checkpoint_evaluates(coco_fixture, tmp_path):
     """Convert an authors' mmdet 2.x checkpoint, then test it with COCO bbox
-    and segm evaluation, as ``tools/test.py CONFIG CKPT`` does."""
+    and segm evaluation, as ``tools/test.py CONFIG CKPT`` does. The same
+    test run of the reference backbone (tests/reference) on the unconverted
+    file must give the same predictions and metrics."""
+    from reference.backbone import reference_backbone_cfg
+
     data_root, annotations = coco_fixture
     src, dst = tmp_path / 'authors_det.pth', tmp_path / 'converted.pth'
     state = make_authors_det_checkpoint(src)
@@ -136,8 +158,7 @@ def test_converted_authors_checkpoint_evaluates(coco_fixture, tmp_path):
     cfg = small_det_config(TINY_CONFIG_OF['static'], data_root,
                            tmp_path / 'work')
     cfg.load_from = str(dst)
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    runner, metrics, predictions = _test_run(cfg)
 
     # The converted weights were loaded.
     torch.testing.assert_close(
@@ -145,16 +166,37 @@ def test_converted_authors_checkpoint_evaluates(coco_fixture, tmp_path):
         state['backbone.layers.2.blocks.0.attn2conv.conv.weight'])
     torch.testing.assert_close(runner.model.roi_head.bbox_head[1].fc_reg.bias,
                                state['roi_head.bbox_head.1.fc_reg.bias'])
+    num_val = len(annotations['val']['images'])
+    assert len(runner.test_loop.dataloader.dataset) == num_val
+
+    ref_cfg = small_det_config(TINY_CONFIG_OF['static'], data_root,
+                               tmp_path / 'ref_work')
+    ref_cfg.model.backbone = reference_backbone_cfg(ref_cfg.model.backbone)
+    ref_cfg.load_from = str(src)
+    ref_runner, ref_metrics, ref_predictions = _test_run(ref_cfg)
+    loaded = ref_runner.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items()
+               if not k.endswith('num_batches_tracked'))
+
+    assert len(predictions) == len(ref_predictions) == num_val
+    for found, wanted in zip(predictions, ref_predictions):
+        # The untrained heads score every class near 1/81: compare the
+        # confident half, whose order no rounding can change.
+        keep = wanted.scores >= wanted.scores.median()
+        assert len(found) == len(wanted) > 0
+        torch.testing.assert_close(found.scores[keep], wanted.scores[keep],
+                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(found.bboxes[keep], wanted.bboxes[keep],
+                                   rtol=1e-4, atol=1e-3)
+        assert torch.equal(found.labels[keep], wanted.labels[keep])
     for kind in ('bbox', 'segm'):
         for suffix in ('', '_50', '_75', '_m'):
-            value = metrics[f'coco/{kind}_mAP{suffix}']
-            assert 0 <= value <= 1
+            key = f'coco/{kind}_mAP{suffix}'
+            assert abs(metrics[key] - ref_metrics[key]) <= 0.002, key
     # The fixture has no small (< 32^2) or large (> 96^2) objects; COCO
     # marks such empty area ranges with -1.
     assert metrics['coco/bbox_mAP_s'] == -1
     assert metrics['coco/segm_mAP_l'] == -1
-    num_val = len(annotations['val']['images'])
-    assert len(runner.test_loop.dataloader.dataset) == num_val
 
 
 def test_coco_fixture_reads_back(coco_fixture):

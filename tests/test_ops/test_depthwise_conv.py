@@ -109,7 +109,7 @@ def test_weight_gradient_of_a_large_map_stays_accurate():
 
 @needs_native
 @pytest.mark.parametrize('channels_last', [True, False])
-def test_depthwise_module_equals_conv2d(channels_last, monkeypatch):
+def test_depthwise_module_equals_shifted_sums(channels_last):
     torch.manual_seed(3)
     conv = DepthwiseConv2d(16, 7)
     x = torch.randn(2, 16, 9, 11)
@@ -121,14 +121,18 @@ def test_depthwise_module_equals_conv2d(channels_last, monkeypatch):
     out.sum().backward()
     grads = x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()
 
-    monkeypatch.setenv('DWNET_MM_NATIVE', '0')  # PyTorch's conv2d
-    assert not native_depthwise_supported(x.permute(0, 2, 3, 1), 7)
-    x.grad = conv.weight.grad = conv.bias.grad = None
-    ref = conv(x)
+    # The reference: the sum of the 49 shifted products, in fp64.
+    x64 = x.detach().double().requires_grad_()
+    w64 = conv.weight.detach().double().requires_grad_()
+    b64 = conv.bias.detach().double().requires_grad_()
+    padded = torch.nn.functional.pad(x64, (3, 3, 3, 3))
+    ref = b64.view(1, -1, 1, 1) + sum(
+        padded[:, :, dy:dy + 9, dx:dx + 11] * w64[:, 0, dy, dx].view(
+            1, -1, 1, 1) for dy in range(7) for dx in range(7))
     ref.sum().backward()
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads, (x.grad, conv.weight.grad, conv.bias.grad)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, (x64.grad, w64.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 
 @needs_native

@@ -4,7 +4,6 @@ from copy import deepcopy
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
@@ -47,12 +46,28 @@ class DWNet(BaseModule):
         mlp_ratio (float): MLP hidden width ratio. Defaults to 4.
         drop_path_rate (float): Stochastic depth rate of the last block;
             rates grow linearly from 0. Defaults to 0.
-        out_indices (int | Sequence[int]): Stages to output; negative
-            indices count from the end. Defaults to -1.
-        out_type (str): 'avg_featmap' for classification (norm, then global
-            average pooling: (N, C_i) per stage) or 'featmap' for dense
-            prediction (norm on each NCHW map at strides 4, 8, 16, 32).
-            Defaults to 'avg_featmap'.
+        out_indices (int | Sequence[int], optional): Stages to output;
+            negative indices count from the end. Defaults to None: every
+            stage, ``(0, 1, 2, 3)``, when built in the 'mmdet' or 'mmseg'
+            scope, else -1 (the last stage); see ``out_type``.
+        out_type (str, optional): 'avg_featmap' for classification (norm,
+            then global average pooling: (N, C_i) per stage) or 'featmap'
+            for dense prediction (norm on each NCHW map at strides 4, 8, 16,
+            32). Defaults to None: 'featmap' when built in the 'mmdet' or
+            'mmseg' scope, else (mmpretrain, or no scope) 'avg_featmap'.
+            The scope is mmengine's current ``DefaultScope`` at build time:
+            the config's ``default_scope`` under a Runner (the frameworks'
+            ``tools/train.py`` and ``test.py``), the framework's own in its
+            inferencers, after ``init_default_scope`` or
+            ``register_all_modules()``, and while a registry builds a config
+            dict inherited from a ``mmdet::``/``mmseg::`` base (mmengine
+            gives it ``_scope_``). The scope is process-wide: a
+            ``DWNet(...)`` made after ``init_default_scope('mmdet')`` gets
+            the dense defaults, one made where no scope was ever set the
+            classification ones.
+            An explicit 'avg_featmap' in the 'mmdet'/'mmseg' scope warns:
+            FPN and UPerHead need ``out_type='featmap'`` and an
+            ``out_indices`` per ``in_channels`` entry.
         frozen_stages (int): Freeze (stop gradient, eval mode) the stem when
             >= 0, and stages ``0 .. frozen_stages - 1`` with their
             downsampling and output norms when >= 1, as Swin in mmdet/mmseg.
@@ -83,9 +98,13 @@ class DWNet(BaseModule):
             (they are folded on loading). Defaults to False.
 
     Note:
-        The blocks keep their activations in channels-last memory (NCHW
-        tensors with NHWC strides) and run their 1x1 convs as matmuls;
-        outputs are NCHW tensors in that memory format.
+        Layout contract: every tensor DWNet returns is a standard
+        contiguous tensor, (N, C_i, H_i, W_i) maps for 'featmap' and
+        (N, C_i) vectors for 'avg_featmap'. Inside, the blocks keep their
+        activations channels-last (NHWC memory) and run their 1x1 convs as
+        matmuls; that layout never leaves the backbone, because compiled
+        ops downstream (mmcv's RoIAlign among them) read ``data_ptr()`` as
+        contiguous NCHW without looking at the strides.
     """
     arch_settings = {
         **dict.fromkeys(['t', 'tiny'], {
@@ -108,8 +127,8 @@ class DWNet(BaseModule):
                  patch_size=4,
                  mlp_ratio=4.,
                  drop_path_rate=0.,
-                 out_indices=-1,
-                 out_type='avg_featmap',
+                 out_indices=None,
+                 out_type=None,
                  frozen_stages=-1,
                  norm_eval=False,
                  with_cp=False,
@@ -125,6 +144,10 @@ class DWNet(BaseModule):
                  ],
                  pretrained=None,
                  deploy=False):
+        # None: the defaults of the framework (registry scope) building it.
+        from ...utils.frameworks import backbone_output_defaults
+        out_type, out_indices = backbone_output_defaults(
+            out_type, out_indices, len(self._parse_arch(arch)['depths']))
         if pretrained is not None:
             # mmseg's EncoderDecoder forwards `model.pretrained` this way.
             warnings.warn('DWNet: `pretrained` is deprecated, use '
@@ -237,7 +260,8 @@ class DWNet(BaseModule):
                 cfg['checkpoint'],
                 prefix=cfg.get('prefix'),
                 map_location=cfg.get('map_location', 'cpu'),
-                resize_kernels=cfg.get('resize_kernels', False))
+                resize_kernels=cfg.get('resize_kernels', False),
+                trust=cfg.get('trust_checkpoint', False))
             self._is_init = True
             return
         super().init_weights()
@@ -268,11 +292,11 @@ class DWNet(BaseModule):
             out, x = stage.forward_nhwc(x, inplace=True, workspace=workspace)
             if i not in self.out_indices:
                 continue
-            norm = getattr(self, f'norm{i}')
-            out = channel_norm_nhwc(norm, out).permute(0, 3, 1, 2)
+            out = channel_norm_nhwc(getattr(self, f'norm{i}'), out)
             if self.out_type == 'avg_featmap':
-                out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-            outs.append(out)
+                outs.append(out.mean(dim=(1, 2)))
+            else:
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
 
     @torch.no_grad()

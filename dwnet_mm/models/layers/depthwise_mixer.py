@@ -84,6 +84,10 @@ class DepthwiseMixer(nn.Module):
         self.pointwise_out = ConvModule(
             channels, channels, 1, bias=False, norm_cfg=norm_cfg,
             act_cfg=None)
+        # As in the authors' release: nn.Conv2d's default init, not the
+        # kaiming fan-out init that ConvModule applies.
+        for module in (self.pointwise_in, self.pointwise_out):
+            module.conv.reset_parameters()
 
     def forward(self, x):
         x = pointwise_conv_module(self.pointwise_in, x)

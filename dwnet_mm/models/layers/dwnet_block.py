@@ -1,13 +1,41 @@
 """One DWNet block and one stage of blocks."""
+from contextlib import contextmanager, nullcontext
+
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.ops import gelu_mlp
 from .depthwise_mixer import DepthwiseMixer
 from .patch_embed import pad_to_multiple
+
+
+@contextmanager
+def frozen_bn_statistics(module):
+    """Leave every BatchNorm's running statistics (and
+    ``num_batches_tracked``) of ``module`` as they are.
+
+    Gradient checkpointing runs the forward a second time in the backward
+    pass; without this, that recomputation would update the statistics a
+    second time per step. The recomputation updates throw-away copies, so it
+    normalises and saves exactly what the first forward did.
+    """
+    names = ('running_mean', 'running_var', 'num_batches_tracked')
+    saved = [(norm, {n: getattr(norm, n) for n in names})
+             for norm in module.modules()
+             if isinstance(norm, _BatchNorm) and norm.track_running_stats]
+    for norm, buffers in saved:
+        for name, buffer in buffers.items():
+            setattr(norm, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for norm, buffers in saved:
+            for name, buffer in buffers.items():
+                setattr(norm, name, buffer)
 
 
 class Mlp(nn.Module):
@@ -91,7 +119,9 @@ class DWNetBlock(nn.Module):
     def forward(self, x):
         """(N, C, H, W) -> (N, C, H, W); channels-last memory is kept."""
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
+            return cp.checkpoint(
+                self._forward, x, use_reentrant=False,
+                context_fn=lambda: (nullcontext(), frozen_bn_statistics(self)))
         return self._forward(x)
 
     def forward_nhwc(self, x, inplace=False, workspace=None):
