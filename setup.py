@@ -1,4 +1,34 @@
+import os.path as osp
+import shutil
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# mmpretrain's model index and the configs it names travel in the wheel
+# under dwnet_mm/.mim/, as OpenMMLab packages ship theirs, so that an
+# installed dwnet_mm knows its models by name (dwnet_mm/utils/model_index.py).
+# A checkout or an editable install reads them from the repository root.
+MIM_FILES = ('model-index.yml', 'configs')
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+class BuildPyWithModelIndex(build_py):
+    """build_py that also copies :data:`MIM_FILES` into dwnet_mm/.mim."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        mim = osp.join(self.build_lib, 'dwnet_mm', '.mim')
+        for name in MIM_FILES:
+            src, dst = osp.join(HERE, name), osp.join(mim, name)
+            if osp.isdir(src):
+                shutil.copytree(
+                    src, dst, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            else:
+                self.mkpath(mim)
+                self.copy_file(src, dst)
 
 
 def get_version():
@@ -14,7 +44,9 @@ extras = {
     'seg': ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
 }
 extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
-extras['tests'] = extras['all'] + ['pytest>=7']
+# ONNX export (tools/deployment/pytorch2onnx.py) and its ONNX Runtime check.
+extras['deploy'] = ['onnx', 'onnxruntime']
+extras['tests'] = extras['all'] + extras['deploy'] + ['pytest>=7']
 
 setup(
     name='dwnet-mm',
@@ -44,5 +76,6 @@ setup(
         'numpy',
     ],
     extras_require=extras,
+    cmdclass={'build_py': BuildPyWithModelIndex},
     zip_safe=False,
 )

@@ -2,6 +2,7 @@
 I-Dynamic conv (Triton) and their PyTorch interfaces."""
 from .depthwise_conv import (depthwise_conv_nhwc, native_depthwise_supported,
                              native_nhwc_view)
+from .export import depthwise_conv_taps, onnx_exporting
 from .i_dynamic_conv import (i_dynamic_conv_nhwc, interleaved_channels,
                              native_i_dynamic_supported)
 from .mlp import (MLP_CHUNK_ELEMENTS, bias_activation_, fused_mlp,
@@ -17,6 +18,7 @@ from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
 
 __all__ = [
     'MLP_CHUNK_ELEMENTS', 'bias_activation_', 'depthwise_conv_nhwc',
+    'depthwise_conv_taps', 'onnx_exporting',
     'fused_mlp', 'fused_mlp_supported', 'gelu_mlp', 'i_dynamic_conv_nhwc',
     'interleaved_channels', 'linear_into', 'matmul_into',
     'mlp_chunk_rows',

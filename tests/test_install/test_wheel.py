@@ -1,5 +1,7 @@
 """A wheel of dwnet_mm, installed (not editable) in a venv outside the
-checkout, imports, builds DWNet in each framework's scope and runs it.
+checkout, imports, builds DWNet in each framework's scope and runs it, and
+knows its classification configs by name (its model index and configs are
+in the wheel).
 
 The wheel is built with ``pip wheel --no-deps`` from a copy of the checkout's
 files (a build in place would write ``build/`` into the work tree); the venv
@@ -57,6 +59,17 @@ if os.environ.get('EXPECT_NATIVE') == '1':
 else:
     assert native.native_ops() is None
     assert len(ours) == 1 and 'run on PyTorch ops' in ours[0], ours
+
+# The model index and its configs come with the wheel (dwnet_mm/.mim).
+from dwnet_mm.apis import model_index_path
+from mmpretrain.apis import ModelHub, list_models
+assert model_index_path().startswith(site + os.sep), model_index_path()
+names = list_models('*dwnet*')
+assert 'dwnet-tiny_8xb128_in1k' in names, names
+config = ModelHub.get('dwnet-tiny_8xb128_in1k').config
+assert config.filename.startswith(site + os.sep), config.filename
+assert config.model.backbone.type == 'DWNet', config.model.backbone
+print('model index:', model_index_path())
 '''
 
 

@@ -273,7 +273,7 @@ def test_deploy_block_keeps_its_input():
 
 def test_training_form_keeps_channels_last_memory():
     """The blocks' activations stay channels-last (no layout round trip
-    per block); the dense outputs are NCHW-shaped."""
+    per block); the dense outputs are plain contiguous NCHW tensors."""
     model = small(out_type='featmap', out_indices=(0, 1, 2, 3)).eval()
     seen = []
     for stage in model.stages:
@@ -286,6 +286,7 @@ def test_training_form_keeps_channels_last_memory():
         assert out.is_contiguous(memory_format=torch.channels_last)
     assert [tuple(o.shape[1:]) for o in outs] == [(32, 16, 16), (64, 8, 8),
                                                   (128, 4, 4), (256, 2, 2)]
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_fused_drop_path_matches_mmcv():
@@ -461,6 +462,31 @@ def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
     assert '- training_optimizer: torch.optim.AdamW, foreach' in out
     # The twin's steps leave the switch as they found it.
     assert 'DWNET_MM_NATIVE' not in os.environ
+
+
+@pytest.mark.parametrize('runtime,label', [('onnxruntime', 'ONNX Runtime'),
+                                           ('openvino', 'OpenVINO')])
+def test_benchmark_exported_peer(runtime, label, capsys, tmp_path):
+    pytest.importorskip(runtime)
+    benchmark = _load_benchmark()
+    results = benchmark.main([
+        '--models', 'dwnet_tiny', '--deploy', '--batch-size', '1', '--size',
+        '32', '--repeats', '1', '--gemm-size', '128', '--no-memory',
+        '--device', 'cpu', '--runtimes', runtime
+    ])
+    assert [(r['form'], r['runtime']) for r in results['results']] == [
+        ('deploy', 'torch'), ('deploy', runtime)]
+    assert f'DWNet-T (deploy, {label})' in capsys.readouterr().out
+    # The peer computes the same function, at another size and batch.
+    model = benchmark.build_classifier('dwnet_tiny', 'deploy')
+    x = torch.randn(2, 3, 40, 56)
+    entry = benchmark.Entry('dwnet_tiny', 'deploy', 'infer', model, x, None,
+                            'cpu')
+    peer = benchmark.ExportedEntry(entry, runtime, str(tmp_path), threads=1)
+    from dwnet_mm.deployment import max_relative_error
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+    assert max_relative_error(peer.run(x), [expected]) < 1e-4
 
 
 def _training_entry(benchmark, size, **kwargs):

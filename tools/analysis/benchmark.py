@@ -21,7 +21,12 @@ DWNet's depth-wise convs and MLPs run in dwnet_mm's native CPU kernels
 where they can, and on a GPU its I-Dynamic conv in a Triton kernel (see
 ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of every DWNet run that
 uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` around its steps), so the
-kernels' gain is measured in the same rounds.
+kernels' gain is measured in the same rounds. ``--runtimes onnxruntime
+openvino`` adds, for every DWNet inference run on the CPU, the same model
+(same form, same weights) exported to ONNX
+(``dwnet_mm.deployment.export_onnx``, opset 17) and run in ONNX Runtime
+and/or OpenVINO with the same thread count, as peers in the same rounds
+(their peak memory is not a torch allocation: shown as ``-``).
 
 Training step: forward, cross-entropy, backward and a step of PyTorch's
 AdamW, fused by default as the configs set it (``--adamw`` picks another
@@ -63,6 +68,7 @@ import random
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from copy import deepcopy
 
@@ -136,6 +142,12 @@ def parse_args(argv=None):
                         help='also run every DWNet model with PyTorch ops '
                         "instead of dwnet_mm's kernels (native CPU kernels; "
                         'on a GPU the Triton I-Dynamic kernel), side by side')
+    parser.add_argument('--runtimes', nargs='+', default=[],
+                        choices=tuple(EXPORT_RUNTIMES),
+                        help='add each DWNet inference run exported to ONNX '
+                        'and run in these runtimes (CPU; pip install '
+                        '"dwnet-mm[deploy]" for onnxruntime, openvino '
+                        'separately)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak memory steps')
     parser.add_argument('--layer-memory', action='store_true',
@@ -256,6 +268,8 @@ class _TensorMode(torch.nn.Module):
 class Entry:
     """One timed model: a name, a form, a mode and its step function."""
 
+    runtime = 'torch'
+
     def __init__(self, name, form, mode, model, inputs, labels, device,
                  timer=time.perf_counter, native=True, adamw='fused',
                  dtype='fp32'):
@@ -326,6 +340,60 @@ class Entry:
         synchronize(self.device)
         self.times.append(self.timer() - start)
         self.faults.append(minor_faults() - faults)
+
+
+def openvino_runner(path, threads):
+    """A function running the ONNX file ``path`` in OpenVINO (CPU)."""
+    import openvino
+    # fp32 as the other runs: on CPUs with bf16 units OpenVINO would
+    # otherwise compute in bf16 (a 1e-2 relative error here).
+    compiled = openvino.Core().compile_model(
+        path, 'CPU', {'INFERENCE_NUM_THREADS': threads,
+                      'INFERENCE_PRECISION_HINT': 'f32'})
+    return lambda x: list(compiled(x.numpy()).values())
+
+
+def onnxruntime_runner(path, threads):
+    """A function running the ONNX file ``path`` in ONNX Runtime (CPU)."""
+    from dwnet_mm.deployment import onnxruntime_session, run_onnxruntime
+    session = onnxruntime_session(path, threads=threads)
+    return lambda x: run_onnxruntime(session, x)
+
+
+EXPORT_RUNTIMES = {
+    'onnxruntime': ('ONNX Runtime', onnxruntime_runner),
+    'openvino': ('OpenVINO', openvino_runner),
+}
+
+
+class ExportedEntry(Entry):
+    """An inference Entry whose model runs exported to ONNX, in another
+    runtime (``EXPORT_RUNTIMES``), on the same input and thread count."""
+
+    def __init__(self, entry, runtime, folder, threads):
+        from dwnet_mm.deployment import export_onnx
+        super().__init__(entry.name, entry.form, 'infer', entry.model,
+                         entry.inputs, None, entry.device, entry.timer)
+        self.runtime = runtime
+        path = os.path.join(folder, f'{entry.name}_{entry.form}.onnx')
+        if not os.path.exists(path):
+            export_onnx(_TensorMode(deepcopy(entry.model)), entry.inputs,
+                        path)
+        self.run = EXPORT_RUNTIMES[runtime][1](path, threads)
+
+    @property
+    def label(self):
+        label, runtime = super().label, EXPORT_RUNTIMES[self.runtime][0]
+        if label.endswith(')'):
+            return f'{label[:-1]}, {runtime})'
+        return f'{label} ({runtime})'
+
+    @property
+    def key(self):
+        return super().key + (self.runtime, )
+
+    def step(self):
+        self.run(self.inputs)
 
 
 @contextlib.contextmanager
@@ -578,6 +646,7 @@ def report(env, entries, gemm, macs, memory, layer_rows):
                   f'{share:.0f}% | {faults / 1e3:.0f}k | {mem_text} |')
             results.append(dict(
                 model=e.name, form=e.form, mode=mode, native=e.native,
+                runtime=e.runtime,
                 img_per_s=rate,
                 times_s=e.times, vs_swin_t=ratio, gmacs=gmacs / 1e9,
                 percent_gemm_peak=share, page_faults=e.faults,
@@ -655,6 +724,16 @@ def main(argv=None):
                         Entry(name, form, mode, deepcopy(model), inputs,
                               labels, device, timer, native=False,
                               adamw=args.adamw, dtype=args.dtype))
+    if args.runtimes:
+        if device.type != 'cpu':
+            sys.exit('--runtimes: the CPU only (--device cpu)')
+        # Removed when the process ends.
+        folder = tempfile.TemporaryDirectory(prefix='benchmark_onnx_')
+        entries += [
+            ExportedEntry(e, runtime, folder.name, torch.get_num_threads())
+            for e in list(entries) for runtime in args.runtimes
+            if e.mode == 'infer' and e.native and e.name in DWNET_MODELS
+        ]
     if not entries:
         sys.exit('nothing to run: check --models, --forms and --modes')
     print(f'{len(entries)} runs: ' + ', '.join(
@@ -683,7 +762,8 @@ def main(argv=None):
     memory = {}
     if not args.no_memory:
         for e in entries:
-            memory[e.key] = peak_memory(e)
+            if not isinstance(e, ExportedEntry):
+                memory[e.key] = peak_memory(e)
     layer_rows = layer_memory(args.batch_size, args.size, device) \
         if args.layer_memory else None
     results = report(env, entries, gemm, macs, memory, layer_rows)

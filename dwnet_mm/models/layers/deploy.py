@@ -33,15 +33,24 @@ from dwnet_mm.ops import (MLP_CHUNK_ELEMENTS, bias_activation_,
                           i_dynamic_conv_nhwc,
                           interleaved_channels, linear_into, mlp_chunk_rows,
                           native_depthwise_supported,
-                          native_i_dynamic_supported, small_batch_linear)
+                          native_i_dynamic_supported, onnx_exporting,
+                          small_batch_linear)
 from .dynamic_conv import (DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d,
+                           batched_depthwise_conv,
                            generate_and_apply_i_dynamic,
                            inhomogeneous_dynamic_conv)
 
 
 def _inference(*tensors):
     """True when no autograd graph is recorded for these tensors, so that
-    in-place activations and accumulation are safe."""
+    in-place activations and accumulation are safe.
+
+    False while exporting to ONNX: the exporter's trace loses in-place and
+    ``out=`` writes into views and preallocated buffers, so every layer
+    takes its out-of-place form there.
+    """
+    if onnx_exporting():
+        return False
     return not torch.is_grad_enabled() or not any(
         t is not None and t.requires_grad for t in tensors)
 
@@ -302,18 +311,16 @@ class FoldedDynamicDepthwiseConv2d(nn.Module):
         if native_depthwise_supported(x, k):
             return depthwise_conv_nhwc(x, kernel.view(B, C, k, k), self.bias,
                                        relu=True)
-        # Batch folded into channels: an (H, W, B, C) copy is a
-        # channels-last (1, B*C, H, W) tensor.
-        folded = x.permute(1, 2, 0, 3).reshape(1, H, W, B * C)
-        out = F.conv2d(
-            folded.permute(0, 3, 1, 2), kernel.reshape(B * C, 1, k, k),
-            self.bias.repeat(B), padding=k // 2, groups=B * C)
+        # The permuted NHWC tensor is a channels-last NCHW one, which the
+        # batched conv keeps channels-last (no layout conversion).
+        out = batched_depthwise_conv(
+            x.permute(0, 3, 1, 2), kernel.reshape(B * C, 1, k, k),
+            self.bias.repeat(B), k // 2)
         # Even kernels: keep offsets -k//2 .. k//2-1, as DepthwiseMixer.
-        out = out[..., :H, :W].permute(0, 2, 3, 1).reshape(H, W, B, C)
-        out = out.permute(2, 0, 1, 3)
-        if torch.is_grad_enabled():
-            return F.relu(out).contiguous()
-        return torch.clamp_min(out, 0, out=x.new_empty(B, H, W, C))
+        out = out[..., :H, :W].permute(0, 2, 3, 1)
+        if _inference(x, kernel, self.bias):
+            return out.relu_().contiguous()
+        return F.relu(out).contiguous()
 
 
 class FoldedInhomogeneousDynamicConv2d(nn.Module):
@@ -388,8 +395,7 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
         x_nchw = x.permute(0, 3, 1, 2)
         params = (self.conv2.weight, self.conv2.bias, self.input_scale,
                   self.bias)
-        if torch.is_grad_enabled() and any(
-                t.requires_grad for t in (x, hidden) + params):
+        if not _inference(x, hidden, *params):
             kernels = torch.matmul(self.conv2.weight, hidden.reshape(
                 B, H * W, -1).transpose(1, 2)) + self.conv2.bias.view(
                     1, -1, 1)

@@ -6,7 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from dwnet_mm.ops import (depthwise_conv_nhwc, i_dynamic_conv_nhwc,
+from dwnet_mm.ops import (depthwise_conv_nhwc, depthwise_conv_taps,
+                          i_dynamic_conv_nhwc, onnx_exporting,
                           native_i_dynamic_supported, native_nhwc_view,
                           small_batch_linear,
                           triton_i_dynamic_conv,
@@ -34,6 +35,13 @@ def batched_depthwise_conv(x, kernel, bias, padding):
         Tensor: (B, C, H', W'), channels-last when ``x`` is.
     """
     B, C, H, W = x.shape
+    if onnx_exporting():
+        # ONNX's Conv needs its group count (B * C) fixed at export.
+        k = kernel.shape[-1]
+        out = depthwise_conv_taps(
+            x.reshape(B, C, 1, H, W), kernel.reshape(B, C, k * k, 1, 1), k,
+            padding, padding).flatten(1, 2)
+        return out if bias is None else out + bias.view(B, C, 1, 1)
     if x.is_contiguous() or not x.is_contiguous(
             memory_format=torch.channels_last):
         out = F.conv2d(
@@ -103,8 +111,7 @@ class DynamicDepthwiseConv2d(nn.Module):
         padding = self.kernel_size // 2
         H, W = x.shape[-2:]
         if x.device.type == 'cpu' and H * W <= SMALL_MAP_ELEMENTS and \
-                self.kernel_size % 2 and torch.is_grad_enabled() and (
-                    x.requires_grad or kernel.requires_grad):
+                self.kernel_size % 2 and _needs_grad(x, kernel):
             return SmallMapBatchedDepthwiseConv.apply(x, kernel, bias,
                                                       padding)
         return batched_depthwise_conv(x, kernel, bias, padding)
@@ -359,6 +366,14 @@ def inhomogeneous_dynamic_conv(x, weight, kernel_size):
         raise ValueError(f'{C} channels cannot be split into '
                          f'{weight.shape[1] // k2} groups')
     out_dtype, compute_dtype = _i_dynamic_dtypes(x, weight)
+    if onnx_exporting():
+        # Standard ops, not the autograd Function or the Triton kernel.
+        G, k = weight.shape[1] // k2, kernel_size
+        out = depthwise_conv_taps(
+            x.reshape(B, G, C // G, H, W).to(compute_dtype),
+            weight.reshape(B, G, k2, H, W).to(compute_dtype), k, k // 2,
+            (k - 1) // 2)
+        return out.reshape(B, C, H, W).to(out_dtype)
     if triton_i_dynamic_supported(x):
         return triton_i_dynamic_conv(
             x, weight.reshape(B, -1, k2, H, W), kernel_size, out_dtype)
@@ -531,6 +546,11 @@ def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size,
 
 
 def _needs_grad(*tensors):
+    """Whether autograd records a graph for these tensors. Never while
+    exporting to ONNX: the exporter cannot trace into autograd Functions,
+    and the graph it records is for inference."""
+    if onnx_exporting():
+        return False
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
@@ -583,8 +603,9 @@ class InhomogeneousDynamicConv2d(nn.Module):
         return act(norm(hidden.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
 
     def forward(self, x):
-        if torch.jit.is_tracing():
-            # The plain module form, for mmengine's FLOP counter.
+        if torch.jit.is_tracing() or onnx_exporting():
+            # The plain module form, for mmengine's FLOP counter and ONNX
+            # (the op takes its export form there).
             weight = self.conv2(self.conv1(x))
             return inhomogeneous_dynamic_conv(x, weight, self.kernel_size)
         hidden = self.hidden_features(x)

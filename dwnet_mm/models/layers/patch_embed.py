@@ -3,13 +3,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from dwnet_mm.ops import rows_linear
+from dwnet_mm.ops import onnx_exporting, rows_linear
 
 
 def pad_to_multiple(x, multiple):
     """Zero-pad an NCHW tensor on the bottom/right to a multiple of size."""
     pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
-    if pad_h or pad_w:
+    # An exported graph pads (by 0 or more) whatever size it is given.
+    if onnx_exporting() or pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x
 
@@ -110,7 +111,8 @@ def gather_2x2(x):
     position, in the order (0, 0), (1, 0), (0, 1), (1, 1) of (row, column)
     offsets; odd sizes are zero-padded on the bottom/right first."""
     B, H, W, C = x.shape
-    if H % 2 or W % 2:
+    # An exported graph pads (by 0 or 1) whatever size it is given.
+    if onnx_exporting() or H % 2 or W % 2:
         x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         H, W = H + H % 2, W + W % 2
     # Offsets (row, col) land at 2 * col + row: column-major in the pair.
