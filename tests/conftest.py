@@ -39,3 +39,18 @@ def _isolate_default_scope():
     snapshot = _scope_snapshot()
     yield
     _scope_restore(snapshot)
+
+
+@pytest.fixture
+def torch_load_calls(monkeypatch):
+    """The ``weights_only`` argument of every ``torch.load`` call made while
+    the test runs (None: not given, torch's default)."""
+    calls = []
+    torch_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get('weights_only'))
+        return torch_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', spy)
+    return calls

@@ -101,7 +101,8 @@ def test_get_model_by_name_is_the_config_model():
     torch.testing.assert_close(after, expected, rtol=0, atol=0)
 
 
-def test_inferencer_by_name_reads_a_local_checkpoint(tmp_path, monkeypatch):
+def test_inferencer_by_name_reads_a_local_checkpoint(tmp_path,
+                                                    torch_load_calls):
     from mmpretrain.apis import ImageClassificationInferencer
     torch.manual_seed(2)
     model = _config_model()
@@ -110,18 +111,12 @@ def test_inferencer_by_name_reads_a_local_checkpoint(tmp_path, monkeypatch):
     torch.save({'state_dict': model.state_dict(),
                 'meta': {'dataset_meta': {'classes': classes}}}, checkpoint)
 
-    calls = []
-    torch_load = torch.load
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get('weights_only'))
-        return torch_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, 'load', spy)
     with checkpoint_loading():
         inferencer = ImageClassificationInferencer(
             NAME, pretrained=str(checkpoint), device='cpu')
-    assert calls and False not in calls, calls  # no full pickle
+    # No full pickle.
+    assert torch_load_calls and False not in torch_load_calls, \
+        torch_load_calls
     assert inferencer.classes == classes
     loaded = inferencer.model.state_dict()
     for key, value in model.state_dict().items():

@@ -198,19 +198,12 @@ def test_seg(image_demo, capsys, checkpoints, image, tmp_path):
 
 
 def test_checkpoint_is_read_safely(image_demo, capsys, checkpoints, image,
-                                   tmp_path, monkeypatch):
-    calls = []
-    torch_load = torch.load
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get('weights_only'))
-        return torch_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, 'load', spy)
+                                   tmp_path, torch_load_calls):
     run_demo(image_demo, capsys, [
         image, CONFIGS['cls'], checkpoints['cls'], '--out-dir',
         str(tmp_path)])
-    assert calls and False not in calls, calls
+    assert torch_load_calls and False not in torch_load_calls, \
+        torch_load_calls
 
 
 def exit_message(image_demo, argv):
