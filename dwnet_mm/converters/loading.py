@@ -16,22 +16,9 @@ class UnknownCheckpointLayout(ValueError):
     """Raised for checkpoints that hold no recognisable DWNet weights."""
 
 
-def load_checkpoint_file(filename, map_location='cpu', trust=False):
-    """Read a checkpoint without running code from it.
-
-    See :func:`~dwnet_mm.converters.safe_load`: torch's safe loader first,
-    then a restricted unpickler for the authors' files (their pickled yacs
-    config comes back as an inert dict) and mmengine's own checkpoints;
-    anything else raises :class:`UnsafeCheckpointError` unless ``trust``.
-
-    Args:
-        filename (str): Path or URL of the checkpoint.
-        map_location (str): Defaults to 'cpu'.
-        trust (bool): Allow full pickle for a file you trust, if the safe
-            readers refuse it (it runs any code the file holds). Defaults
-            to False.
-    """
-    return safe_load(filename, map_location=map_location, trust=trust)
+#: The converters' name for :func:`~dwnet_mm.converters.safe_load` (same
+#: arguments: ``filename, map_location='cpu', trust=False``).
+load_checkpoint_file = safe_load
 
 
 def convert_checkpoint_file(src, dst, convert, trust=False):
