@@ -7,6 +7,13 @@ correct rather than fast.
 
 Parameter names are the authors' (REFERENCE.md section 5), so an
 authors'-layout checkpoint loads into it as it is.
+
+The paper's ablation options (never released by the authors; written here
+from the paper's text): squeeze-and-excitation after the depth-wise
+conv-BN-ReLU (Table 6), depth-wise kernels shared by groups of channels
+(Table 10), LayerNorm or centering-calibrated BN in place of the blocks'
+BatchNorms (Table 9), an extra residual depth-wise conv + norm (+ SE)
+between the DW-block and the MLP (Table 12).
 """
 import torch
 import torch.nn as nn
@@ -29,6 +36,45 @@ def layer_norm_2d(norm, x):
     """A LayerNorm over the channels of an NCHW tensor (kept contiguous:
     convs would carry a channels-last layout on to the framework)."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of NCHW maps."""
+
+    def forward(self, x):
+        return layer_norm_2d(super().forward, x)
+
+
+class CenteringCalibratedBN(nn.BatchNorm2d):
+    """Representative BN's centering calibration (Gao et al. 2021):
+    BN(x + w * per-sample channel mean of x)."""
+
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.centering_weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        means = x.mean(dim=(2, 3), keepdim=True)
+        return super().forward(x + self.centering_weight[:, None, None] *
+                               means)
+
+
+NORMS = {'BN': nn.BatchNorm2d, 'LN': ChannelLayerNorm,
+         'CCBN': CenteringCalibratedBN}
+
+
+class SE(nn.Module):
+    """x * sigmoid(fc2(relu(fc1(mean over H, W of x))))."""
+
+    def __init__(self, dim, ratio):
+        super().__init__()
+        hidden = max(1, round(dim * ratio))
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * gate[:, :, None, None]
 
 
 class PatchEmbed(nn.Module):
@@ -67,6 +113,37 @@ class StaticDW(nn.Conv2d):
 
     def forward(self, x):
         return super().forward(same_pad(x, self.kernel_size[0]))
+
+
+class SharedStaticDW(nn.Module):
+    """k x k depth-wise conv whose kernel g serves channels
+    g * C/G .. (g+1) * C/G - 1; bias per channel."""
+
+    def __init__(self, dim, k, weight_groups):
+        super().__init__()
+        self.k = k
+        self.weight = nn.Parameter(torch.zeros(weight_groups, 1, k, k))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        C = x.shape[1]
+        kernel_of_channel = torch.arange(C) * self.weight.shape[0] // C
+        return F.conv2d(same_pad(x, self.k), self.weight[kernel_of_channel],
+                        self.bias, groups=C)
+
+
+class ExtraDW(nn.Module):
+    """Table 12's extra depth-wise conv: k x k DW conv -> norm [-> SE]."""
+
+    def __init__(self, dim, k, norm, se_ratio):
+        super().__init__()
+        self.conv = StaticDW(dim, k)
+        self.bn = NORMS[norm](dim)
+        self.se = SE(dim, se_ratio) if se_ratio else None
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return self.se(x) if self.se is not None else x
 
 
 class DynamicDW(nn.Module):
@@ -117,23 +194,29 @@ class InhomogeneousDynamicDW(nn.Module):
 class DWBlock(nn.Module):
     """1x1 conv-BN-ReLU, k x k depth-wise conv-BN-ReLU, 1x1 conv-BN."""
 
-    def __init__(self, dim, conv_type, k, groups):
+    def __init__(self, dim, conv_type, k, groups, norm='BN', se_ratio=0.,
+                 weight_groups=None):
         super().__init__()
         self.conv0 = nn.Conv2d(dim, dim, 1, bias=False)
-        self.bn0 = nn.BatchNorm2d(dim)
-        if conv_type == 'static':
+        self.bn0 = NORMS[norm](dim)
+        if weight_groups is not None:
+            self.conv = SharedStaticDW(dim, k, weight_groups)
+        elif conv_type == 'static':
             self.conv = StaticDW(dim, k)
         elif conv_type == 'dynamic':
             self.conv = DynamicDW(dim, k)
         else:
             self.conv = InhomogeneousDynamicDW(dim, k, groups)
-        self.bn = nn.BatchNorm2d(dim)
+        self.bn = NORMS[norm](dim)
+        self.se = SE(dim, se_ratio) if se_ratio else None
         self.conv2 = nn.Conv2d(dim, dim, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(dim)
+        self.bn2 = NORMS[norm](dim)
 
     def forward(self, x):
         x = F.relu(self.bn0(self.conv0(x)))
         x = F.relu(self.bn(self.conv(x)))
+        if self.se is not None:
+            x = self.se(x)
         return self.bn2(self.conv2(x))
 
 
@@ -153,11 +236,16 @@ class Block(nn.Module):
     """x + DW-block(x), then x + MLP(BN(x)); no stochastic depth (the
     comparisons run with drop_path 0)."""
 
-    def __init__(self, dim, conv_type, k, groups, pad_to_window):
+    def __init__(self, dim, conv_type, k, groups, pad_to_window, norm='BN',
+                 se_ratio=0., weight_groups=None, extra_dw=False,
+                 extra_dw_se_ratio=0.):
         super().__init__()
         self.k, self.pad_to_window = k, pad_to_window
-        self.attn2conv = DWBlock(dim, conv_type, k, groups)
-        self.bn = nn.BatchNorm2d(dim)
+        self.attn2conv = DWBlock(dim, conv_type, k, groups, norm, se_ratio,
+                                 weight_groups)
+        self.extra = ExtraDW(dim, k, norm,
+                             extra_dw_se_ratio) if extra_dw else None
+        self.bn = NORMS[norm](dim)
         self.mlp = Mlp(dim)
 
     def forward(self, x):
@@ -167,6 +255,8 @@ class Block(nn.Module):
         else:
             y = self.attn2conv(x)
         x = x + y
+        if self.extra is not None:
+            x = x + self.extra(x)
         return x + self.mlp(self.bn(x))
 
 
@@ -194,21 +284,35 @@ class ReferenceDWNet(nn.Module):
             BatchNorm (``norm0..3``), instead of the classification vector
             (LayerNorm ``norm``, then global average pooling).
             Defaults to False.
+        norm (str): The blocks' norms (and the dense output norms): 'BN',
+            'LN' or 'CCBN'. Defaults to 'BN'.
+        se_ratio (float): SE in the DW-block; 0 for none. Defaults to 0.
+        dw_weight_groups (list[int], optional): Shared depth-wise kernels
+            per stage. Defaults to None.
+        extra_dw (bool): The extra residual depth-wise conv. Defaults to
+            False.
+        extra_dw_se_ratio (float): SE after it. Defaults to 0.
     """
 
     def __init__(self, channels, depths, conv_type='static', kernel_size=7,
-                 i_dynamic_groups=32, pad_to_window=False, dense=False):
+                 i_dynamic_groups=32, pad_to_window=False, dense=False,
+                 norm='BN', se_ratio=0., dw_weight_groups=None,
+                 extra_dw=False, extra_dw_se_ratio=0.):
         super().__init__()
         self.dense = dense
         self.patch_embed = PatchEmbed(3, channels[0])
+        weight_groups = dw_weight_groups or [None] * len(depths)
         self.layers = nn.ModuleList(
             Stage(dim, depth, downsample=i < len(depths) - 1,
                   conv_type=conv_type, k=kernel_size,
-                  groups=i_dynamic_groups, pad_to_window=pad_to_window)
+                  groups=i_dynamic_groups, pad_to_window=pad_to_window,
+                  norm=norm, se_ratio=se_ratio,
+                  weight_groups=weight_groups[i], extra_dw=extra_dw,
+                  extra_dw_se_ratio=extra_dw_se_ratio)
             for i, (dim, depth) in enumerate(zip(channels, depths)))
         if dense:
             for i, dim in enumerate(channels):
-                self.add_module(f'norm{i}', nn.BatchNorm2d(dim))
+                self.add_module(f'norm{i}', NORMS[norm](dim))
         else:
             self.norm = nn.LayerNorm(channels[-1])
 

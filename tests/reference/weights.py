@@ -16,14 +16,22 @@ _BLOCK_NAMES = [
     (r'^attn2conv\.conv2\.', 'mixer.pointwise_out.conv.'),
     (r'^attn2conv\.bn2\.', 'mixer.pointwise_out.bn.'),
     (r'^attn2conv\.conv\.', 'mixer.depthwise.'),
+    (r'^attn2conv\.se\.fc1\.', 'mixer.se.reduce.'),
+    (r'^attn2conv\.se\.fc2\.', 'mixer.se.expand.'),
+    (r'^extra\.conv\.', 'extra_dw.conv.'),
+    (r'^extra\.bn\.', 'extra_dw.norm.'),
+    (r'^extra\.se\.fc1\.', 'extra_dw.se.reduce.'),
+    (r'^extra\.se\.fc2\.', 'extra_dw.se.expand.'),
     (r'^attn2conv\.bn\.', 'mixer.depthwise_norm.'),
     (r'^bn\.', 'norm.'),
     (r'^mlp\.', 'mlp.'),
 ]
 
 
-def reference_key_to_dwnet_mm(key, last_stage=3):
-    """One reference (authors') backbone key in dwnet_mm's names."""
+def reference_key_to_dwnet_mm(key, last_stage=3, norm_abbr='bn'):
+    """One reference (authors') backbone key in dwnet_mm's names;
+    ``norm_abbr`` is the name mmcv's ConvModule gives its norm ('ln' for
+    LayerNorms)."""
     if key.startswith('patch_embed.proj.'):
         return key.replace('patch_embed.proj.', 'patch_embed.projection.')
     if key.startswith('norm.'):
@@ -37,6 +45,8 @@ def reference_key_to_dwnet_mm(key, last_stage=3):
                 break
         else:
             raise KeyError(f'unmapped reference key {key}')
+        rest = re.sub(r'^(mixer\.pointwise_(in|out))\.bn\.',
+                      rf'\1.{norm_abbr}.', rest)
         return f'stages.{stage}.blocks.{block}.{rest}'
     match = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
     if match:
@@ -46,14 +56,14 @@ def reference_key_to_dwnet_mm(key, last_stage=3):
     raise KeyError(f'unmapped reference key {key}')
 
 
-def to_dwnet_mm(state_dict, prefix='', last_stage=3):
+def to_dwnet_mm(state_dict, prefix='', last_stage=3, norm_abbr='bn'):
     """A state dict holding reference backbone keys under ``prefix`` (and
     anything else, passed through) with dwnet_mm's backbone names."""
     out = {}
     for key, value in state_dict.items():
         if key.startswith(prefix):
             key = prefix + reference_key_to_dwnet_mm(key[len(prefix):],
-                                                     last_stage)
+                                                     last_stage, norm_abbr)
         out[key] = value
     return out
 

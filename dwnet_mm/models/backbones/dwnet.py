@@ -96,6 +96,27 @@ class DWNet(BaseModule):
             :meth:`switch_to_deploy` leaves it; its state dict is that of a
             deployed model. Training-form checkpoints still load into it
             (they are folded on loading). Defaults to False.
+        se_ratio (float): Ablation (paper Table 6): squeeze-and-excitation
+            in each DW-block, after the depth-wise conv-norm-ReLU and before
+            the last 1x1 conv, with this hidden width ratio; 0 for none.
+            The paper's parameter counts are reproduced with 1/16 (SENet's
+            reduction). Defaults to 0.
+        extra_dw (bool): Ablation (paper Table 12): an extra residual
+            k x k depth-wise conv + norm between the DW-block and the MLP
+            of each block. Defaults to False.
+        extra_dw_se_ratio (float): Ablation (paper Table 12):
+            squeeze-and-excitation after the extra depth-wise conv; 0 for
+            none. Defaults to 0.
+        dw_weight_groups (int | Sequence[int], optional): Ablation (paper
+            Table 10, 'static' only): share the depth-wise kernels across
+            channels in this many groups per stage, as Swin's attention
+            heads do (``(3, 6, 12, 24)`` for tiny: 32 channels per kernel);
+            one int for every stage. Defaults to None: a kernel per channel.
+
+    The ablation options and norms other than BatchNorm (``norm_cfg``
+    ``'LN2d'`` or ``'CCBN'``, paper Table 9) have no deploy form:
+    ``deploy=True`` and :meth:`switch_to_deploy` refuse them. Their
+    training form exports to ONNX.
 
     Note:
         Layout contract: every tensor DWNet returns is a standard
@@ -143,7 +164,11 @@ class DWNet(BaseModule):
                           bias=0.)
                  ],
                  pretrained=None,
-                 deploy=False):
+                 deploy=False,
+                 se_ratio=0.,
+                 extra_dw=False,
+                 extra_dw_se_ratio=0.,
+                 dw_weight_groups=None):
         # None: the defaults of the framework (registry scope) building it.
         from ...utils.frameworks import backbone_output_defaults
         out_type, out_indices = backbone_output_defaults(
@@ -163,7 +188,9 @@ class DWNet(BaseModule):
             mlp_ratio=mlp_ratio, out_indices=out_indices, out_type=out_type,
             pad_to_window=pad_to_window, norm_cfg=deepcopy(norm_cfg),
             stem_norm_cfg=deepcopy(stem_norm_cfg),
-            out_norm_cfg=deepcopy(out_norm_cfg))
+            out_norm_cfg=deepcopy(out_norm_cfg), se_ratio=se_ratio,
+            extra_dw=extra_dw, extra_dw_se_ratio=extra_dw_se_ratio,
+            dw_weight_groups=deepcopy(dw_weight_groups))
         self.arch = self._parse_arch(arch)
         self.mlp_ratio = mlp_ratio
         channels, depths = self.arch['channels'], self.arch['depths']
@@ -174,6 +201,18 @@ class DWNet(BaseModule):
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'Unknown out_type {out_type!r}; choose one of '
                              f'{self.OUT_TYPES}')
+        if dw_weight_groups is None or isinstance(dw_weight_groups, int):
+            dw_weight_groups = [dw_weight_groups] * self.num_stages
+        if len(dw_weight_groups) != self.num_stages:
+            raise ValueError(f'dw_weight_groups needs one value per stage '
+                             f'({self.num_stages}), got {dw_weight_groups}')
+        # Options without a deploy form (see switch_to_deploy).
+        ablations = dict(
+            se_ratio=se_ratio, extra_dw=extra_dw,
+            dw_weight_groups=None if set(dw_weight_groups) == {None} else
+            dw_weight_groups)
+        self.ablations = {k: v for k, v in ablations.items() if v}
+        self.norm_type = norm_cfg['type']
         self.conv_type = conv_type
         self.in_channels = in_channels
         self.out_type = out_type
@@ -202,7 +241,11 @@ class DWNet(BaseModule):
                     mlp_ratio=mlp_ratio,
                     pad_to_window=pad_to_window,
                     norm_cfg=norm_cfg,
-                    with_cp=with_cp))
+                    with_cp=with_cp,
+                    se_ratio=se_ratio,
+                    dw_weight_groups=dw_weight_groups[i],
+                    extra_dw=extra_dw,
+                    extra_dw_se_ratio=extra_dw_se_ratio))
 
         if out_norm_cfg is None:
             out_norm_cfg = dict(type='LN') if out_type == 'avg_featmap' \
@@ -320,6 +363,21 @@ class DWNet(BaseModule):
         """
         if self.deployed:
             return self
+        if self.norm_type not in ('BN', 'BN2d', 'SyncBN'):
+            # CC-BN is a _BatchNorm too, but its calibration does not fold.
+            raise TypeError(
+                'The deploy form folds BatchNorm (norm_cfg type=\'BN\' or '
+                f'\'SyncBN\') into the layers beside it; norm_cfg '
+                f'type={self.norm_type!r} has no deploy form. Use the '
+                'training form (deploy=False) in eval mode; it exports to '
+                'ONNX as well')
+        if self.ablations:
+            raise ValueError(
+                'DWNet has no deploy form for the ablation options '
+                f'{self.ablations}: the deploy form folds BatchNorm into the '
+                'convs beside it and runs the paper\'s main blocks only. Use '
+                'the training form (deploy=False) in eval mode; it exports '
+                'to ONNX as well')
         for stage in self.stages:
             stage.blocks = nn.ModuleList(
                 DeployDWNetBlock.from_block(block) for block in stage.blocks)

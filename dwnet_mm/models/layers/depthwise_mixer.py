@@ -1,15 +1,21 @@
 """The DW-block: DWNet's replacement for (shifted) window attention."""
+import math
+
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
-from dwnet_mm.ops import depthwise_conv_nhwc, native_nhwc_view, rows_linear
+from dwnet_mm.ops import (depthwise_conv_nhwc, depthwise_conv_taps,
+                          native_nhwc_view, onnx_exporting, rows_linear)
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
+from .squeeze_excitation import SqueezeExcitation
 
 DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
 
 
 def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
-                         norm_cfg=dict(type='BN')):
+                         norm_cfg=dict(type='BN'), weight_groups=None):
     """Build the k x k spatial convolution of a DW-block.
 
     Args:
@@ -21,7 +27,17 @@ def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
         groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
         norm_cfg (dict): Norm of the dynamic kernel generators.
             Defaults to ``dict(type='BN')``.
+        weight_groups (int, optional): 'static' only: share each k x k
+            kernel among ``channels // weight_groups`` consecutive channels
+            (:class:`SharedDepthwiseConv2d`). Defaults to None: a kernel per
+            channel.
     """
+    if weight_groups is not None and conv_type != 'static':
+        raise ValueError('Depth-wise weights shared across channels '
+                         f'(dw_weight_groups) need conv_type="static", got '
+                         f'{conv_type!r}')
+    if weight_groups is not None:
+        return SharedDepthwiseConv2d(channels, kernel_size, weight_groups)
     if conv_type == 'static':
         return DepthwiseConv2d(channels, kernel_size)
     if conv_type == 'dynamic':
@@ -50,11 +66,63 @@ class DepthwiseConv2d(nn.Conv2d):
                          padding=kernel_size // 2, groups=channels)
 
     def forward(self, x):
-        nhwc = native_nhwc_view(x, self.kernel_size[0])
-        if nhwc is not None:
-            return depthwise_conv_nhwc(nhwc, self.weight,
-                                       self.bias).permute(0, 3, 1, 2)
-        return super().forward(x)
+        return depthwise_conv(x, self.weight, self.bias)
+
+
+def depthwise_conv(x, weight, bias):
+    """k x k depth-wise conv with "same" padding (k // 2 on every side) of
+    NCHW ``x``: the native NHWC kernels on channels-last CPU inputs, else
+    PyTorch's conv."""
+    k = weight.shape[-1]
+    nhwc = native_nhwc_view(x, k)
+    if nhwc is not None:
+        return depthwise_conv_nhwc(nhwc, weight, bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight, bias, padding=k // 2, groups=x.shape[1])
+
+
+class SharedDepthwiseConv2d(nn.Module):
+    """Static depth-wise conv whose k x k kernels are shared across channels
+    in groups, as attention heads share their weights (paper Table 10):
+    channels ``g * C / G .. (g + 1) * C / G - 1`` use kernel ``g``. The bias
+    stays per channel (it is not a connection weight).
+
+    Args:
+        channels (int): Number of channels C.
+        kernel_size (int): k.
+        weight_groups (int): Number of kernels G; must divide C.
+    """
+
+    def __init__(self, channels, kernel_size, weight_groups):
+        super().__init__()
+        if channels % weight_groups:
+            raise ValueError(f'dw_weight_groups={weight_groups} must divide '
+                             f'the stage width {channels}')
+        self.weight_groups = weight_groups
+        self.weight = nn.Parameter(
+            torch.empty(weight_groups, 1, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(channels))
+        # nn.Conv2d's default init, for the same fan-in of k * k.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -1 / kernel_size, 1 / kernel_size)
+
+    def forward(self, x):
+        if onnx_exporting():
+            return self._forward_taps(x)
+        weight = self.weight.repeat_interleave(
+            x.shape[1] // self.weight_groups, dim=0)
+        return depthwise_conv(x, weight, self.bias)
+
+    def _forward_taps(self, x):
+        # ONNX's Conv needs a kernel of known shape, which the expanded
+        # kernels lose in the trace: k * k shifted products of the channel
+        # groups instead.
+        B, C, H, W = x.shape
+        G, k = self.weight_groups, self.weight.shape[-1]
+        out = depthwise_conv_taps(x.reshape(B, G, C // G, H, W),
+                                  self.weight.reshape(1, G, k * k, 1, 1), k,
+                                  k // 2, k // 2)
+        return out.reshape(B, C, *out.shape[-2:]) + self.bias.view(
+            1, C, 1, 1)
 
 
 class DepthwiseMixer(nn.Module):
@@ -70,17 +138,25 @@ class DepthwiseMixer(nn.Module):
         groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
         norm_cfg (dict): Config of the norm layers.
             Defaults to ``dict(type='BN')``.
+        se_ratio (float): Squeeze-and-excitation after the depth-wise
+            conv-norm-ReLU, with this hidden width ratio (paper Table 6);
+            0 for none. Defaults to 0.
+        dw_weight_groups (int, optional): Kernels shared across channels in
+            this many groups (see :class:`SharedDepthwiseConv2d`).
+            Defaults to None.
     """
 
     def __init__(self, channels, conv_type='static', kernel_size=7, groups=32,
-                 norm_cfg=dict(type='BN')):
+                 norm_cfg=dict(type='BN'), se_ratio=0., dw_weight_groups=None):
         super().__init__()
         self.pointwise_in = ConvModule(
             channels, channels, 1, bias=False, norm_cfg=norm_cfg)
         self.depthwise = build_depthwise_conv(conv_type, channels,
-                                              kernel_size, groups, norm_cfg)
+                                              kernel_size, groups, norm_cfg,
+                                              dw_weight_groups)
         self.depthwise_norm = build_norm_layer(norm_cfg, channels)[1]
         self.act = nn.ReLU(inplace=True)
+        self.se = SqueezeExcitation(channels, se_ratio) if se_ratio else None
         self.pointwise_out = ConvModule(
             channels, channels, 1, bias=False, norm_cfg=norm_cfg,
             act_cfg=None)
@@ -96,6 +172,8 @@ class DepthwiseMixer(nn.Module):
         # the offsets -k//2 .. k//2-1, as the i_dynamic conv does.
         x = self.depthwise(x)[..., :H, :W]
         x = self.act(self.depthwise_norm(x))
+        if self.se is not None:
+            x = self.se(x)
         return pointwise_conv_module(self.pointwise_out, x)
 
 

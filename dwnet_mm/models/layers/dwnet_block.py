@@ -9,8 +9,9 @@ from mmcv.cnn.bricks import DropPath
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.ops import gelu_mlp
-from .depthwise_mixer import DepthwiseMixer
+from .depthwise_mixer import DepthwiseConv2d, DepthwiseMixer
 from .patch_embed import pad_to_multiple
+from .squeeze_excitation import SqueezeExcitation
 
 
 @contextmanager
@@ -60,6 +61,33 @@ class Mlp(nn.Module):
         return gelu_mlp(x, self.fc1, self.fc2).permute(0, 3, 1, 2)
 
 
+class DepthwiseConvNorm(nn.Module):
+    """k x k depth-wise conv (with bias) -> norm [-> squeeze-and-excitation]:
+    the extra residual depth-wise conv of the paper's Table 12, between the
+    DW-block and the MLP.
+
+    Args:
+        channels (int): Number of channels.
+        kernel_size (int): k. Defaults to 7.
+        norm_cfg (dict): Config of the norm. Defaults to ``dict(type='BN')``.
+        se_ratio (float): Squeeze-and-excitation after the norm with this
+            hidden width ratio; 0 for none. Defaults to 0.
+    """
+
+    def __init__(self, channels, kernel_size=7, norm_cfg=dict(type='BN'),
+                 se_ratio=0.):
+        super().__init__()
+        self.conv = DepthwiseConv2d(channels, kernel_size)
+        self.norm = build_norm_layer(norm_cfg, channels)[1]
+        self.se = SqueezeExcitation(channels, se_ratio) if se_ratio else None
+
+    def forward(self, x):
+        H, W = x.shape[-2:]
+        # Even kernels: the "same" window at offsets -k//2 .. k//2-1.
+        x = self.norm(self.conv(x)[..., :H, :W])
+        return x if self.se is None else self.se(x)
+
+
 class DWNetBlock(nn.Module):
     """``x + DW-block(x)``, then ``x + MLP(norm(x))``, with stochastic depth.
 
@@ -77,17 +105,31 @@ class DWNetBlock(nn.Module):
         norm_cfg (dict): Config of the norm layers.
             Defaults to ``dict(type='BN')``.
         with_cp (bool): Use gradient checkpointing. Defaults to False.
+        se_ratio (float): Squeeze-and-excitation in the DW-block (see
+            :class:`DepthwiseMixer`); 0 for none. Defaults to 0.
+        dw_weight_groups (int, optional): Depth-wise kernels shared across
+            channels in this many groups. Defaults to None.
+        extra_dw (bool): Add ``x + DepthwiseConvNorm(x)`` between the
+            DW-block and the MLP (paper Table 12). Defaults to False.
+        extra_dw_se_ratio (float): Squeeze-and-excitation after the extra
+            depth-wise conv; 0 for none. Defaults to 0.
     """
 
     def __init__(self, channels, conv_type='static', kernel_size=7, groups=32,
                  mlp_ratio=4., drop_path_rate=0., pad_to_window=False,
-                 norm_cfg=dict(type='BN'), with_cp=False):
+                 norm_cfg=dict(type='BN'), with_cp=False, se_ratio=0.,
+                 dw_weight_groups=None, extra_dw=False, extra_dw_se_ratio=0.):
         super().__init__()
         self.kernel_size = kernel_size
         self.pad_to_window = pad_to_window
         self.with_cp = with_cp
         self.mixer = DepthwiseMixer(channels, conv_type, kernel_size, groups,
-                                    norm_cfg)
+                                    norm_cfg, se_ratio, dw_weight_groups)
+        if extra_dw_se_ratio and not extra_dw:
+            raise ValueError('extra_dw_se_ratio needs extra_dw=True')
+        self.extra_dw = DepthwiseConvNorm(
+            channels, kernel_size, norm_cfg,
+            extra_dw_se_ratio) if extra_dw else None
         self.norm = build_norm_layer(norm_cfg, channels)[1]
         self.mlp = Mlp(channels, mlp_ratio)
         self.drop_path = DropPath(
@@ -101,6 +143,8 @@ class DWNetBlock(nn.Module):
 
     def _forward(self, x):
         x = self._residual(x, self.mix(x))
+        if self.extra_dw is not None:
+            x = self._residual(x, self.extra_dw(x))
         return self._residual(x, self.mlp(self.norm(x)))
 
     def _residual(self, x, y):

@@ -16,7 +16,11 @@ def pad_to_multiple(x, multiple):
 
 
 def _takes_nchw(norm):
-    return isinstance(norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm))
+    # LayerNorm2d (dwnet_mm's or mmpretrain's 'LN2d') is a LayerNorm that
+    # takes NCHW maps.
+    return isinstance(norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+                      ) or type(norm).__name__ == 'LayerNorm2d'
+
 
 
 def channel_norm(norm, x):
