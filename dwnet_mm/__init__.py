@@ -8,7 +8,8 @@ their framework when used.
 
 Importing it changes nothing else in the process: in particular torch's
 safe-globals list (``torch.serialization.get_safe_globals()``) stays as it
-was. Checkpoints are read with :func:`dwnet_mm.converters.safe_load`; wrap a
+was, and so do mmengine's FLOP-handle tables (dwnet_mm's counters pass their
+handles explicitly: :func:`dwnet_mm.utils.register_flop_handles`). Checkpoints are read with :func:`dwnet_mm.converters.safe_load`; wrap a
 Runner of your own in :func:`dwnet_mm.converters.checkpoint_loading` to have
 its ``resume`` / ``load_from`` read that way too (the tools do).
 

@@ -2,10 +2,12 @@
 import logging
 import os.path as osp
 
+import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..utils.frameworks import FRAMEWORK_EXTRAS, require_framework
+from .runtime import CPUDistributedDataParallel
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,35 @@ def replace_sync_bn(cfg_node):
         for value in cfg_node:
             replace_sync_bn(value)
     return cfg_node
+
+
+def adapt_to_cpu_processes(cfg):
+    """Config changes of a multi-process run without GPU (in place).
+
+    SyncBN becomes BN (torch's SyncBatchNorm needs GPU tensors), the
+    process group runs on gloo and the model wrapper takes CPU modules
+    (:class:`~.runtime.CPUDistributedDataParallel`).
+
+    Args:
+        cfg (Config): The config of the run.
+
+    Returns:
+        Config: ``cfg`` itself.
+    """
+    replace_sync_bn(cfg.model)
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg')
+    cpu_wrapper = CPUDistributedDataParallel.__name__
+    if wrapper is None:
+        cfg.model_wrapper_cfg = dict(type=cpu_wrapper,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get(
+                                         'find_unused_parameters', False))
+    elif wrapper.get('type', 'MMDistributedDataParallel') == \
+            'MMDistributedDataParallel':
+        wrapper['type'] = cpu_wrapper
+    return cfg
 
 
 def _dataset_roots(cfg):
@@ -165,11 +196,9 @@ def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
 
 
 def _adapt_to_device(cfg, launcher):
-    import torch
     if torch.cuda.is_available():
         return
     if launcher != 'none':
-        from .runtime import adapt_to_cpu_processes
         adapt_to_cpu_processes(cfg)
     if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
         # mmengine's AmpOptimWrapper refuses to start without a GPU.

@@ -5,7 +5,9 @@ mmengine 0.10's launchers assume one GPU per process: they call
 ``device_ids=[LOCAL_RANK]``, which both fail on a machine without a GPU.
 :func:`init_cpu_distributed` starts the process group on gloo first (the
 Runner then skips its own start) and :class:`CPUDistributedDataParallel`
-is the DDP wrapper for CPU modules.
+is the DDP wrapper for CPU modules. The config side of such a run is
+:func:`~.config.adapt_to_cpu_processes`: :mod:`.config` imports this
+module, never the reverse.
 """
 import contextlib
 import datetime
@@ -94,28 +96,6 @@ def init_cpu_distributed(cfg):
                                   world_size=int(os.environ['WORLD_SIZE']),
                                   **kwargs)
     return True
-
-
-def adapt_to_cpu_processes(cfg):
-    """Config changes of a multi-process run without GPU (in place).
-
-    SyncBN becomes BN (torch's SyncBatchNorm needs GPU tensors), the
-    process group runs on gloo and the model wrapper takes CPU modules.
-    """
-    from .config import replace_sync_bn
-    replace_sync_bn(cfg.model)
-    env_cfg = cfg.setdefault('env_cfg', {})
-    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-    wrapper = cfg.get('model_wrapper_cfg')
-    if wrapper is None:
-        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel',
-                                     broadcast_buffers=False,
-                                     find_unused_parameters=cfg.get(
-                                         'find_unused_parameters', False))
-    elif wrapper.get('type', 'MMDistributedDataParallel') == \
-            'MMDistributedDataParallel':
-        wrapper['type'] = 'CPUDistributedDataParallel'
-    return cfg
 
 
 _UNKNOWN_TYPE = re.compile(r'^(\S+) is not in the (\S+) registry')

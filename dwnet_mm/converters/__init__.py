@@ -2,6 +2,7 @@ from .authors import (convert_authors_backbone,
                       convert_authors_full_checkpoint,
                       convert_authors_full_model, convert_authors_key,
                       is_authors_layout)
+from .deploy import deploy_state_dict, state_dict_for, training_form
 from .loading import (UnknownCheckpointLayout, convert_checkpoint_file,
                       extract_backbone_state_dict,
                       load_checkpoint_file, load_dwnet_checkpoint,
@@ -11,6 +12,7 @@ from .safe_load import (KNOWN_HARMLESS_CLASSES, PickledObject,
                         plain_containers, safe_load)
 
 __all__ = [
+    'deploy_state_dict', 'state_dict_for', 'training_form',
     'convert_authors_backbone', 'convert_authors_full_checkpoint',
     'convert_authors_full_model',
     'convert_authors_key', 'is_authors_layout',

@@ -7,6 +7,7 @@ from mmengine.logging import MMLogger, print_log
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .authors import convert_authors_backbone, is_authors_layout
+from .deploy import training_form
 from .safe_load import plain_containers, safe_load
 
 _BACKBONE_PREFIXES = ('backbone.', 'module.backbone.')
@@ -131,6 +132,9 @@ def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
     Unlike a plain non-strict load, a file that matches none of the model's
     parameters, or whose shapes disagree, raises an error.
 
+    A deployed model (:meth:`DWNet.switch_to_deploy`) is given the file's
+    training-form weights folded.
+
     Args:
         model (DWNet): The backbone to load into.
         filename (str): Path or URL of the checkpoint.
@@ -154,6 +158,14 @@ def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
             plain containers and the known harmless classes, and ``trust``
             is off.
     """
+    if getattr(model, 'deploy', False):
+        # Read, resized and checked in the training form, then folded: a
+        # file may lack tensors that the training form then initialises.
+        twin = training_form(model)
+        result = load_dwnet_checkpoint(twin, filename, prefix, map_location,
+                                       resize_kernels, logger, trust)
+        model.load_state_dict(twin.switch_to_deploy().state_dict())
+        return result
     logger = logger or MMLogger.get_current_instance()
     checkpoint = load_checkpoint_file(filename, map_location, trust=trust)
     state_dict, layout = extract_backbone_state_dict(

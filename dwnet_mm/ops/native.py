@@ -7,6 +7,10 @@ first time a process needs them (about a minute on two cores;
 the sources change. Without a compiler, on a non-x86 CPU or with
 ``DWNET_MM_NATIVE=0`` the layers run on PyTorch ops instead (slower on CPUs,
 same results).
+
+``DWNET_MM_NATIVE=0`` concerns these CPU kernels only; the Triton GPU kernel
+of the I-Dynamic conv has its own switch, ``DWNET_MM_TRITON=0``
+(:mod:`.triton_i_dynamic_conv`). Both set, every layer runs on PyTorch ops.
 """
 import functools
 import logging
@@ -23,12 +27,17 @@ SOURCES = [
                  'i_dynamic_conv.cpp', 'packed_linear.cpp',
                  'small_batch_linear.cpp')
 ]
+# The switch of these CPU kernels ('0': off), read at every dispatch.
 DISABLE_ENV = 'DWNET_MM_NATIVE'
 
 
 def native_disabled():
-    """True when ``DWNET_MM_NATIVE=0`` turns dwnet_mm's kernels off (these
-    CPU kernels and the Triton GPU kernel)."""
+    """Whether ``DWNET_MM_NATIVE=0`` turns the native CPU kernels off (the
+    Triton GPU kernel has its own switch, ``DWNET_MM_TRITON``).
+
+    Returns:
+        bool: True when the layers must not use these kernels.
+    """
     return os.environ.get(DISABLE_ENV, '1').strip() == '0'
 
 

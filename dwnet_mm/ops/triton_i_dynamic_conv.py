@@ -11,15 +11,18 @@ form.
 
 Triton is imported on first use: CPU-only installs never need it. Setting
 ``TRITON_INTERPRET=1`` before the import runs the kernels on CPU tensors
-(the tests do); ``DWNET_MM_NATIVE=0`` turns them off, as it does the CPU
-kernels.
+(the tests do). ``DWNET_MM_TRITON=0`` turns them off: the layer then runs
+on PyTorch ops on the GPU. It is independent of ``DWNET_MM_NATIVE=0``,
+which turns off the native CPU kernels (:mod:`.native`) only; set both for
+PyTorch ops everywhere.
 """
 import functools
 import os
 
 import torch
 
-from .native import native_disabled
+# The switch of the Triton kernels ('0': off), read at every dispatch.
+TRITON_DISABLE_ENV = 'DWNET_MM_TRITON'
 
 # Pixels per program, times the padded channels of a group (registers).
 _BLOCK_ELEMENTS = 4096
@@ -43,12 +46,29 @@ def triton_available():
     return True
 
 
+def triton_disabled():
+    """Whether ``DWNET_MM_TRITON=0`` turns the Triton kernels off
+    (``DWNET_MM_NATIVE`` does not).
+
+    Returns:
+        bool: True when the layers must not use these kernels.
+    """
+    return os.environ.get(TRITON_DISABLE_ENV, '1').strip() == '0'
+
+
 def triton_i_dynamic_supported(x):
     """Whether :func:`triton_i_dynamic_conv` runs for ``x``: a CUDA tensor
     (or any tensor under ``TRITON_INTERPRET=1``), outside tracing and
     ``torch.compile``, with Triton installed and without
-    ``DWNET_MM_NATIVE=0``."""
-    if native_disabled() or torch.jit.is_tracing() or \
+    ``DWNET_MM_TRITON=0``.
+
+    Args:
+        x (Tensor): The conv's input.
+
+    Returns:
+        bool: Whether the Triton kernels take ``x``.
+    """
+    if triton_disabled() or torch.jit.is_tracing() or \
             torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     interpret = os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')

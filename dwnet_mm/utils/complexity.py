@@ -1,6 +1,12 @@
-"""Params and FLOPs (multiply-accumulates) with mmengine's analysis."""
+"""Params and FLOPs (multiply-accumulates) with mmengine's analysis.
+
+The FLOPs include dwnet_mm's own ops (the I-Dynamic aggregation): see
+:mod:`dwnet_mm.utils.flop_handles`.
+"""
 import torch
-from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis import parameter_count
+
+from .flop_handles import flop_analyzer
 
 # The paper's classification models at 224x224: name -> (backbone kwargs,
 # published params in M, published GFLOPs).
@@ -42,10 +48,7 @@ def count_complexity(model, input_shape):
     """
     model = model.eval()
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, torch.randn(*input_shape))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        macs = analyzer.total()
+        macs = flop_analyzer(model, torch.randn(*input_shape)).total()
     return parameter_count(model)[''], macs
 
 

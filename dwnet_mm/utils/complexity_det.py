@@ -12,15 +12,17 @@ so :class:`CascadeDummyForward` re-creates the 2.x counting with mmdet 3.x
 modules.
 
 FLOPs here are multiply-accumulates (MACs) from mmengine's
-:class:`~mmengine.analysis.FlopAnalyzer`, as in :mod:`.complexity`.
+:class:`~mmengine.analysis.FlopAnalyzer` with dwnet_mm's op handles
+(:mod:`.flop_handles`), as in :mod:`.complexity`.
 """
 import copy
 import os.path as osp
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis import parameter_count
 
+from .flop_handles import flop_analyzer
 from .frameworks import require_framework
 
 # Config name (configs/det/<name>.py) -> published params (M), FLOPs (G) of
@@ -162,9 +164,7 @@ def count_detector_complexity(detector, input_size=(1280, 800),
                                 num_mask_rois).eval()
     height, width = input_size
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, torch.randn(1, 3, height, width))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
+        analyzer = flop_analyzer(model, torch.randn(1, 3, height, width))
         analyzer.tracer_warnings('none')
         flops_by_module = analyzer.by_module()
         flops_by_operator = analyzer.by_operator()

@@ -18,8 +18,9 @@ functional op: neither the resizes of the decode head nor a custom CUDA op
 such as the I-Dynamic aggregation. FlopAnalyzer traces convolutions
 (functional ones too), matmuls, norms (5 per LayerNorm element),
 interpolation (4 per output element) and pooling, and counts the I-Dynamic
-aggregation (k*k per output element). Height and width are interchangeable:
-the count at (512, 2048) equals the count at (2048, 512).
+aggregation (k*k per output element, :mod:`.flop_handles`). Height and
+width are interchangeable: the count at (512, 2048) equals the count at
+(2048, 512).
 
     python -m dwnet_mm.utils.complexity_seg                   # paper table
     python -m dwnet_mm.utils.complexity_seg --models upernet_dwnet_tiny
@@ -31,8 +32,9 @@ import os.path as osp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis import parameter_count
 
+from .flop_handles import flop_analyzer
 from .frameworks import require_framework
 
 # name -> (config file in configs/seg, paper params in M, paper GFLOPs).
@@ -142,10 +144,8 @@ def count_segmentor_complexity(segmentor, input_shape=PAPER_SEG_INPUT_SHAPE):
 
     model = EncodeDecodeFlops(segmentor, with_auxiliary_head=True)
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, torch.randn(*input_shape))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        by_module = analyzer.by_module()
+        by_module = flop_analyzer(model,
+                                  torch.randn(*input_shape)).by_module()
     mac_parts = {
         part: by_module.get(f'segmentor.{part}', 0)
         for part in SEG_PARTS

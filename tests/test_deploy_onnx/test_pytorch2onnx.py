@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dwnet_mm.apis import load_config
-from dwnet_mm.deployment import (max_relative_error, onnxruntime_session,
+from dwnet_mm.deployment import (build_model, load_weights,
+                                 max_relative_error, onnxruntime_session,
                                  run_onnxruntime)
 from test_export_variants import randomize_norms
 
@@ -52,7 +53,7 @@ def make_case(tool, folder, name, text):
     config = folder / f'{name}.py'
     config.write_text(text)
     torch.manual_seed(0)
-    model = randomize_norms(tool.build_model(load_config(str(config))))
+    model = randomize_norms(build_model(load_config(str(config))))
     checkpoint = folder / f'{name}.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     return str(config), str(checkpoint)
@@ -108,8 +109,8 @@ def test_segmentor_deploy_form_at_other_sizes(tool, seg_case, tmp_path,
     out = str(tmp_path / 'seg.onnx')
     tool.main([*seg_case, out, '--shape', '128', '160', '--deploy'])
     assert reported_error(capsys.readouterr().out) < 1e-4
-    model = tool.build_model(load_config(seg_case[0]), deploy=True)
-    tool.load_weights(model, seg_case[1])
+    model = build_model(load_config(seg_case[0]), deploy=True)
+    load_weights(model, seg_case[1])
     session = onnxruntime_session(out)
     for shape in ((2, 3, 250, 330), (1, 3, 96, 96)):
         x = torch.randn(*shape)

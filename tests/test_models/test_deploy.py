@@ -3,6 +3,7 @@ import importlib.util
 import mmap
 import os
 import platform
+import re
 import subprocess
 import sys
 from copy import deepcopy
@@ -18,11 +19,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from dwnet_mm.models import DWNet
 from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
                                     DynamicDepthwiseConv2d,
-                                    InhomogeneousDynamicConv2d,
-                                    inhomogeneous_dynamic_conv)
-from dwnet_mm.models.layers.dynamic_conv import (
-    SmallMapBatchedDepthwiseConv, _image_row_chunks, batched_depthwise_conv,
-    generate_and_apply_i_dynamic)
+                                    InhomogeneousDynamicConv2d)
+from dwnet_mm.ops import (batched_depthwise_conv, generate_and_apply_i_dynamic,
+                          inhomogeneous_dynamic_conv)
+from dwnet_mm.ops.dynamic_depthwise import SmallMapBatchedDepthwiseConv
+from dwnet_mm.ops.i_dynamic_backends import _image_row_chunks
 
 SMALL = dict(channels=[32, 64, 128, 256], depths=[1, 1, 2, 1])
 CONV_TYPES = ['static', 'dynamic', 'i_dynamic']
@@ -91,7 +92,7 @@ def test_deploy_matches_eval_training_form(conv_type, dense, device,
         kwargs.update(out_type='featmap', out_indices=(0, 1, 2, 3))
     model = trained_like(**kwargs).to(device)
     deployed = deepcopy(model).switch_to_deploy()
-    assert deployed.deployed and not has_batchnorm(deployed)
+    assert deployed.deploy and not has_batchnorm(deployed)
     # Odd sizes: padding in the stem and in every patch merging, and a
     # 1x1 last stage.
     for shape in [(2, 3, 61, 75), (1, 3, 33, 45), (3, 3, 32, 32)]:
@@ -179,11 +180,28 @@ def test_deploy_argument_builds_the_deployed_layout(conv_type):
     model = trained_like(conv_type=conv_type)
     deployed = deepcopy(model).switch_to_deploy()
     built = small(conv_type=conv_type, deploy=True).eval()
-    assert built.deployed and not has_batchnorm(built)
+    assert built.deploy and not has_batchnorm(built)
     assert {k: v.shape for k, v in built.state_dict().items()} == \
         {k: v.shape for k, v in deployed.state_dict().items()}
     built.load_state_dict(deployed.state_dict())
     x = torch.randn(2, 3, 45, 51)
+    with torch.no_grad():
+        assert_rel_close(built(x), model(x))
+
+
+@pytest.mark.parametrize('conv_type', ['dynamic', 'i_dynamic'])
+def test_earlier_deployed_names_still_load(conv_type):
+    """Deployed files of dwnet_mm <= 0.3 named the kernel generators'
+    linear layers conv1/conv2 (now fc1/fc2)."""
+    model = trained_like(conv_type=conv_type)
+    deployed = deepcopy(model).switch_to_deploy()
+    old = {re.sub(r'(blocks\.\d+\.depthwise\.)fc([12])\.', r'\1conv\2.',
+                  k): v for k, v in deployed.state_dict().items()}
+    assert any('.depthwise.conv1.' in k for k in old)
+    built = small(conv_type=conv_type, deploy=True).eval()
+    result = built.load_state_dict(old, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(1, 3, 45, 51)
     with torch.no_grad():
         assert_rel_close(built(x), model(x))
 
@@ -261,14 +279,19 @@ def test_deploy_needs_batchnorm():
 
 def test_deploy_block_keeps_its_input():
     block = randomize_norms(DWNetBlock(16)).eval()
-    deployed = DeployDWNetBlock.from_block(block)
-    x = torch.randn(2, 16, 9, 10)
+    deployed = block.fuse()
+    assert isinstance(deployed, DeployDWNetBlock)
+    x = torch.randn(2, 9, 10, 16)
     before = x.clone()
     with torch.no_grad():
         assert_rel_close((deployed(x), ), (block(x), ))
-        assert_rel_close((deployed.forward_nhwc(x.permute(0, 2, 3, 1)), ),
-                         (block(x).permute(0, 2, 3, 1), ))
     torch.testing.assert_close(x, before, rtol=0, atol=0)
+    # Updating its input is the owner's choice (DWNet's for its blocks).
+    deployed.inplace = True
+    with torch.no_grad():
+        out = deployed(x)
+    assert out.data_ptr() == x.data_ptr()
+    assert_rel_close((x, ), (block(before), ))
 
 
 def test_training_form_keeps_channels_last_memory():
@@ -349,7 +372,7 @@ def test_i_dynamic_module_gradients_match_naive(train):
     """The fast training path (bias in the GEMM, kernels masked in place)
     has the gradients of the plain formula."""
     torch.manual_seed(0)
-    module = randomize_norms(InhomogeneousDynamicConv2d(16, 5, groups=4))
+    module = randomize_norms(InhomogeneousDynamicConv2d(16, 5, i_dynamic_groups=4))
     module.train(train)
     x = torch.randn(3, 16, 9, 8).contiguous(
         memory_format=torch.channels_last).requires_grad_()
@@ -449,6 +472,7 @@ def test_benchmark_runs_deploy_form(capsys):
 
 def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
     monkeypatch.delenv('DWNET_MM_NATIVE', raising=False)
+    monkeypatch.delenv('DWNET_MM_TRITON', raising=False)
     benchmark = _load_benchmark()
     results = benchmark.main([
         '--models', 'dynamic_dwnet_tiny', '--forms', 'train', '--modes',
@@ -462,6 +486,7 @@ def test_benchmark_pytorch_ops_twin(capsys, monkeypatch):
     assert '- training_optimizer: torch.optim.AdamW, foreach' in out
     # The twin's steps leave the switch as they found it.
     assert 'DWNET_MM_NATIVE' not in os.environ
+    assert 'DWNET_MM_TRITON' not in os.environ
 
 
 @pytest.mark.parametrize('runtime,label', [('onnxruntime', 'ONNX Runtime'),

@@ -202,6 +202,11 @@ class TestDWNetOptions(TestCase):
             model.stages[0].blocks[0].mixer.depthwise.kernel_size, (5, 5))
 
 
+def nchw_block(block, x):
+    """A block (NHWC in and out) on an NCHW tensor."""
+    return block(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 def _block_output_by_hand(block, x):
     """The released dense backbone: pad to window, mix, crop."""
     H, W = x.shape[-2:]
@@ -223,9 +228,9 @@ class TestPadToWindow(TestCase):
                 m.running_var.uniform_(0.5, 2)
         x = torch.randn(1, 16, 10, 12)
         expected = _block_output_by_hand(block, x)
-        torch.testing.assert_close(block(x), expected)
+        torch.testing.assert_close(nchw_block(block, x), expected)
         block.pad_to_window = False
-        unpadded = block(x)
+        unpadded = nchw_block(block, x)
         # Differs at the bottom/right border, not in the top-left corner.
         self.assertFalse(torch.allclose(unpadded, expected, atol=1e-4))
         torch.testing.assert_close(unpadded[..., :3, :3],

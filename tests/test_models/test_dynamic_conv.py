@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from dwnet_mm.models.layers import (DynamicDepthwiseConv2d,
-                                    InhomogeneousDynamicConv2d,
-                                    inhomogeneous_dynamic_conv)
+                                    InhomogeneousDynamicConv2d)
+from dwnet_mm.ops import inhomogeneous_dynamic_conv
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
@@ -72,7 +72,7 @@ def test_i_dynamic_gradients_match_naive():
     if torch.cuda.is_available() else []))
 def test_i_dynamic_under_autocast(device, dtype):
     torch.manual_seed(0)
-    module = InhomogeneousDynamicConv2d(32, 7, groups=8).to(device)
+    module = InhomogeneousDynamicConv2d(32, 7, i_dynamic_groups=8).to(device)
     x = torch.randn(2, 32, 9, 11, device=device, requires_grad=True)
     with torch.autocast(device_type=device, dtype=dtype):
         out = module(x)
@@ -90,11 +90,11 @@ def test_i_dynamic_shape_errors():
     with pytest.raises(ValueError, match='groups'):
         inhomogeneous_dynamic_conv(x, torch.randn(1, 3 * 9, 5, 5), 3)
     with pytest.raises(ValueError, match='divisible'):
-        InhomogeneousDynamicConv2d(20, groups=8)
+        InhomogeneousDynamicConv2d(20, i_dynamic_groups=8)
 
 
 def test_i_dynamic_module_layout():
-    module = InhomogeneousDynamicConv2d(96, 7, groups=32)
+    module = InhomogeneousDynamicConv2d(96, 7, i_dynamic_groups=32)
     names = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     assert names['conv1.0.weight'] == (24, 96, 1, 1)
     assert names['conv1.0.bias'] == (24, )

@@ -126,17 +126,17 @@ def test_deploy_block_runs_the_interleaved_kernel(channels, monkeypatch):
         assert deployed.depthwise.interleaved_order(x) is not None
         # Fewer activations than reordered weights: the grouped order.
         assert deployed.depthwise.interleaved_order(x[:1, :4]) is None
-        out = deployed.forward_nhwc(x)
+        out = deployed(x)
         monkeypatch.setenv('DWNET_MM_NATIVE', '0')
         assert deployed.depthwise.interleaved_order(x) is None
-        ref = block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        ref = block(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 @needs_native
 def test_chunks_cover_every_pixel(monkeypatch):
     # Chunks of a few pixels: chunk and row boundaries fall anywhere.
-    import dwnet_mm.ops.i_dynamic_conv as module
+    import dwnet_mm.ops.i_dynamic as module
     monkeypatch.setattr(module, 'I_DYNAMIC_CHUNK_PIXELS', 5)
     torch.manual_seed(1)
     x = torch.randn(3, 7, 9, 64)
@@ -151,7 +151,7 @@ def test_chunks_cover_every_pixel(monkeypatch):
 @needs_native
 def test_module_native_equals_pytorch(monkeypatch):
     torch.manual_seed(2)
-    conv = InhomogeneousDynamicConv2d(64, 7, groups=32).eval()
+    conv = InhomogeneousDynamicConv2d(64, 7, i_dynamic_groups=32).eval()
     x = torch.randn(2, 64, 9, 12).contiguous(
         memory_format=torch.channels_last)
     with torch.no_grad():
@@ -183,7 +183,7 @@ def test_unsupported_inputs_use_pytorch():
     assert not native_i_dynamic_supported(
         torch.zeros(1, 4, 4, 32, dtype=torch.float64), 7, 32)
     # Few groups (the tests' small models): the module still works.
-    conv = InhomogeneousDynamicConv2d(16, 7, groups=4).eval()
+    conv = InhomogeneousDynamicConv2d(16, 7, i_dynamic_groups=4).eval()
     x = torch.randn(1, 16, 6, 6).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert conv(x).shape == x.shape

@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import dwnet_mm.ops.mlp as mlp_ops
+import dwnet_mm.ops.gelu_mlp as mlp_ops
 from dwnet_mm.models.layers import Mlp
 from dwnet_mm.ops import (bias_activation_, fused_mlp, fused_mlp_supported,
-                          gelu_mlp, native_mlp_supported, native_ops)
-from dwnet_mm.ops.linear import packed_linear_weight
+                          mlp, native_mlp_supported, native_ops)
+from dwnet_mm.ops.gemm import packed_linear_weight
 # Test files are on sys.path (pytest's default import mode). A norm-wise
 # bound: sums over a thousand rows in fp32 put single elements past an
 # elementwise one.
@@ -138,7 +138,7 @@ def test_mlp_forward_backward_against_fp64(monkeypatch, chunk_elements,
     fc1, fc2 = nn.Linear(24, 96, bias=bias), nn.Linear(96, 16, bias=bias)
     x = torch.randn(2, 7, 9, 24, requires_grad=True)
     assert native_mlp_supported(x, fc1, fc2)
-    y = gelu_mlp(x, fc1, fc2)
+    y = mlp(x, fc1, fc2)
     assert y.shape == (2, 7, 9, 16)
     assert 'GeluMlpFunction' in type(y.grad_fn.next_functions[0][0]).__name__
     grad = torch.randn_like(y)
@@ -158,7 +158,7 @@ def test_mlp_forward_backward_against_fp64(monkeypatch, chunk_elements,
                                    rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(
-            gelu_mlp(x, fc1, fc2).double(), y64, atol=1e-5, rtol=1e-5)
+            mlp(x, fc1, fc2).double(), y64, atol=1e-5, rtol=1e-5)
 
 
 @needs_native
@@ -167,7 +167,7 @@ def test_mlp_skips_the_gradients_nobody_needs():
     fc1, fc2 = nn.Linear(8, 32), nn.Linear(32, 8)
     fc1.requires_grad_(False)
     x = torch.randn(5, 8)
-    gelu_mlp(x, fc1, fc2).sum().backward()
+    mlp(x, fc1, fc2).sum().backward()
     assert fc1.weight.grad is None and fc1.bias.grad is None
     assert fc2.weight.grad is not None and fc2.bias.grad is not None
     expected = torch.autograd.grad(fc2(F.gelu(fc1(x))).sum(), fc2.weight)[0]
@@ -177,7 +177,7 @@ def test_mlp_skips_the_gradients_nobody_needs():
 @needs_native
 def test_mlp_backward_twice_is_an_error():
     fc1, fc2 = nn.Linear(8, 32), nn.Linear(32, 8)
-    y = gelu_mlp(torch.randn(3, 8, requires_grad=True), fc1, fc2).sum()
+    y = mlp(torch.randn(3, 8, requires_grad=True), fc1, fc2).sum()
     y.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match='ran twice.*retain_graph'):
         y.backward()
@@ -187,7 +187,7 @@ def test_mlp_runs_pytorch_ops_where_the_kernels_cannot():
     fc1, fc2 = nn.Linear(8, 32).double(), nn.Linear(32, 8).double()
     x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
     assert not native_mlp_supported(x, fc1, fc2)
-    y = gelu_mlp(x, fc1, fc2)
+    y = mlp(x, fc1, fc2)
     torch.testing.assert_close(y, fc2(F.gelu(fc1(x))), atol=0, rtol=0)
 
 
@@ -301,7 +301,6 @@ def test_mlp_inference_runs_fused_where_the_weights_fit(monkeypatch):
     """The training form's MLP in inference and the deploy form's residual
     MLP take the fused kernel for small weights and the chunks above
     FUSED_MLP_MAX_WEIGHT_ELEMENTS, with the same results."""
-    from dwnet_mm.models.layers.deploy import residual_mlp
     calls = []
     fused = native_ops().fused_mlp
     monkeypatch.setattr(native_ops(), 'fused_mlp',
@@ -317,8 +316,8 @@ def test_mlp_inference_runs_fused_where_the_weights_fit(monkeypatch):
         monkeypatch.setattr(mlp_ops, 'FUSED_MLP_MAX_WEIGHT_ELEMENTS', limit)
         calls.clear()
         with torch.no_grad():
-            results.append(gelu_mlp(x, fc1, fc2))
-            results.append(residual_mlp(x, fc1, fc2) - x)
+            results.append(mlp(x, fc1, fc2))
+            results.append(mlp(x, fc1, fc2, residual=True) - x)
         assert len(calls) == fused_calls
     for result in results:
         torch.testing.assert_close(result.double(), expected, atol=1e-5,
@@ -326,7 +325,7 @@ def test_mlp_inference_runs_fused_where_the_weights_fit(monkeypatch):
 
 
 def _mlp_node(y):
-    """The autograd node of :func:`gelu_mlp` under its output view."""
+    """The autograd node of :func:`mlp` under its output view."""
     return type(y.grad_fn.next_functions[0][0]).__name__
 
 
@@ -351,7 +350,7 @@ def test_recomputing_mlp_gradients_match_fp64(width, hidden, bias,
     fc2 = nn.Linear(hidden, width, bias=bias)
     fc1.requires_grad_(not frozen_fc1)
     x = torch.randn(mlp_ops.MIN_PACKED_ROWS + 29, width, requires_grad=True)
-    y = gelu_mlp(x, fc1, fc2)
+    y = mlp(x, fc1, fc2)
     assert _mlp_node(y) == 'FusedMlpFunctionBackward'
     grad = torch.randn_like(y)
     y.backward(grad)
@@ -404,7 +403,7 @@ def test_recomputing_mlp_backward_runs_twice_and_large_weights_keep_hidden(
     torch.manual_seed(0)
     fc1, fc2 = nn.Linear(16, 64), nn.Linear(64, 16)
     x = torch.randn(mlp_ops.MIN_PACKED_ROWS, 16, requires_grad=True)
-    y = gelu_mlp(x, fc1, fc2).square().sum()
+    y = mlp(x, fc1, fc2).square().sum()
     y.backward(retain_graph=True)
     first = x.grad.clone()
     x.grad = None
@@ -412,4 +411,4 @@ def test_recomputing_mlp_backward_runs_twice_and_large_weights_keep_hidden(
     torch.testing.assert_close(x.grad, first, atol=0, rtol=0)
     monkeypatch.setattr(mlp_ops, 'RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS',
                         fc1.weight.numel() * 2 - 1)
-    assert _mlp_node(gelu_mlp(x, fc1, fc2)) == 'GeluMlpFunctionBackward'
+    assert _mlp_node(mlp(x, fc1, fc2)) == 'GeluMlpFunctionBackward'

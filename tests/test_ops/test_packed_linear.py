@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dwnet_mm.ops.linear as linear_module
+import dwnet_mm.ops.gemm as linear_module
 from dwnet_mm.models.layers.depthwise_mixer import DepthwiseMixer
 from dwnet_mm.ops import (linear_into, matmul_into, native_linear_supported,
                           native_ops, rows_linear)
-from dwnet_mm.ops.linear import MIN_PACKED_ROWS, packed_linear_weight
+from dwnet_mm.ops.gemm import MIN_PACKED_ROWS, packed_linear_weight
 # Test files are on sys.path (pytest's default import mode).
 from test_small_batch_linear import graph_node_names, relative_error
 

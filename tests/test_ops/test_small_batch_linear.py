@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from dwnet_mm.models.layers.dynamic_conv import DynamicDepthwiseConv2d
 from dwnet_mm.ops import native_ops, small_batch_linear
-from dwnet_mm.ops.linear import (MAX_NATIVE_ROWS, SmallBatchLinear,
+from dwnet_mm.ops.gemm import (MAX_NATIVE_ROWS, SmallBatchLinear,
                                  native_small_batch_supported)
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
@@ -121,7 +121,7 @@ def test_dynamic_conv_kernel_generator_is_unchanged(monkeypatch):
 
     nodes, native = run()
     assert 'SmallBatchLinearBackward' in nodes
-    monkeypatch.setattr('dwnet_mm.ops.linear.MAX_NATIVE_ROWS', 0)
+    monkeypatch.setattr('dwnet_mm.ops.gemm.MAX_NATIVE_ROWS', 0)
     nodes, reference = run()
     assert 'SmallBatchLinearBackward' not in nodes
     for a, b in zip(native, reference):

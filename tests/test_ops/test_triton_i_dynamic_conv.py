@@ -17,11 +17,9 @@ CHECK = textwrap.dedent('''
     import sys
 
     import torch
-    from dwnet_mm.models.layers import (InhomogeneousDynamicConv2d,
-                                        inhomogeneous_dynamic_conv)
-    from dwnet_mm.models.layers.dynamic_conv import \\
-        generate_and_apply_i_dynamic
-    from dwnet_mm.ops import (triton_i_dynamic_conv,
+    from dwnet_mm.models.layers import InhomogeneousDynamicConv2d
+    from dwnet_mm.ops import (generate_and_apply_i_dynamic,
+                              triton_i_dynamic_conv,
                               triton_i_dynamic_conv_into,
                               triton_i_dynamic_supported)
     from dwnet_mm.ops.triton_i_dynamic_conv import TritonIDynamicConv
@@ -83,17 +81,17 @@ CHECK = textwrap.dedent('''
 
     # The layer dispatches to the kernels (training and inference forms):
     # output and every gradient as the fp64 layer on PyTorch ops.
-    layer = InhomogeneousDynamicConv2d(16, 7, groups=4).to(device)
+    layer = InhomogeneousDynamicConv2d(16, 7, i_dynamic_groups=4).to(device)
     x = torch.randn(2, 16, 6, 9, device=device, requires_grad=True)
     go = torch.randn(2, 16, 6, 9, device=device)
     assert triton_i_dynamic_supported(x)
-    os.environ['DWNET_MM_NATIVE'] = '0'
+    os.environ['DWNET_MM_TRITON'] = '0'
     layer64 = copy.deepcopy(layer).double()
     x64 = x.detach().double().requires_grad_()
     assert not triton_i_dynamic_supported(x64)
     want = layer64(x64)
     want.backward(go.double())
-    os.environ['DWNET_MM_NATIVE'] = '1'
+    os.environ['DWNET_MM_TRITON'] = '1'
     out = layer(x)
     out.backward(go)
     pairs = [('out', out, want), ('grad_x', x.grad, x64.grad)] + [
@@ -109,12 +107,13 @@ CHECK = textwrap.dedent('''
     layer.eval()
     layer64.eval()
     with torch.no_grad():
-        os.environ['DWNET_MM_NATIVE'] = '0'
+        os.environ['DWNET_MM_TRITON'] = '0'
         want = layer64(x64).cpu()
-        os.environ['DWNET_MM_NATIVE'] = '1'
+        os.environ['DWNET_MM_TRITON'] = '1'
         assert error(layer(x).cpu(), want) < 1e-5
         got = generate_and_apply_i_dynamic(
-            x, layer.hidden_features(x), conv2.weight.flatten(1), conv2.bias,
+            x, layer.hidden_features(x.permute(0, 2, 3, 1)),
+            conv2.weight.flatten(1), conv2.bias,
             7, 4)
         assert error(got.cpu(), want) < 1e-5
     if device == 'cuda':
@@ -157,7 +156,9 @@ def test_cpu_tensors_do_not_take_the_triton_path(monkeypatch):
     assert not triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     assert triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
-    monkeypatch.setenv('DWNET_MM_NATIVE', '0')  # PyTorch ops only
+    monkeypatch.setenv('DWNET_MM_NATIVE', '0')  # the CPU kernels only
+    assert triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
+    monkeypatch.setenv('DWNET_MM_TRITON', '0')
     assert not triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from reference.dwnet import ReferenceDWNet
 from reference.weights import randomize_, relative_error, to_dwnet_mm
-from test_backbone_vs_reference import (ARCH, FP32_TOL, FP64_TOL, SIZES,
+from test_backbone_vs_reference import (ARCH, FP32_TOL, FP64_TOL,
+                                        assert_eval_outputs_equal,
                                         assert_gradients_equal,
                                         assert_norm_statistics_equal,
                                         assert_outputs_equal, image)
@@ -60,13 +61,7 @@ def norm_abbr(ablation):
 @pytest.mark.parametrize('ablation', ABLATIONS)
 def test_eval_outputs(ablation, dense, form, monkeypatch):
     reference, model = build_pair(ablation, dense)
-    reference.eval(), model.eval()
-    if form == 'pytorch_ops':
-        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
-    with torch.no_grad():
-        for batch, height, width in SIZES:
-            x = image(batch, height, width)
-            assert_outputs_equal(model(x), reference(x), FP32_TOL)
+    assert_eval_outputs_equal(model, reference, form, monkeypatch)
 
 
 @pytest.mark.parametrize('ablation', ['extra_dw_se', 'shared_dw'])

@@ -56,11 +56,18 @@ def assert_outputs_equal(outs, expected, tol):
 @pytest.mark.parametrize('conv_type', CONV_TYPES)
 def test_eval_outputs(conv_type, dense, pad_to_window, form, monkeypatch):
     reference, model = build_pair(conv_type, dense, pad_to_window)
+    assert_eval_outputs_equal(model, reference, form, monkeypatch)
+
+
+def assert_eval_outputs_equal(model, reference, form, monkeypatch):
+    """Eval outputs at :data:`SIZES`, DWNet in ``form``: 'training',
+    'deploy' or 'pytorch_ops' (no native or Triton kernels)."""
     reference.eval(), model.eval()
     if form == 'deploy':
         model.switch_to_deploy()
     if form == 'pytorch_ops':
         monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        monkeypatch.setenv('DWNET_MM_TRITON', '0')
     with torch.no_grad():
         for batch, height, width in SIZES:
             x = image(batch, height, width)

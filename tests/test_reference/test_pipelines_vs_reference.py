@@ -129,6 +129,7 @@ def native_switch(monkeypatch):
     def apply(form):
         if form == 'pytorch_ops':
             monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+            monkeypatch.setenv('DWNET_MM_TRITON', '0')
 
     return apply
 

@@ -20,7 +20,8 @@ out; img/s is the median over rounds.
 DWNet's depth-wise convs and MLPs run in dwnet_mm's native CPU kernels
 where they can, and on a GPU its I-Dynamic conv in a Triton kernel (see
 ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of every DWNet run that
-uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` around its steps), so the
+uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` and ``DWNET_MM_TRITON=0``
+around its steps), so the
 kernels' gain is measured in the same rounds. ``--runtimes onnxruntime
 openvino`` adds, for every DWNet inference run on the CPU, the same model
 (same form, same weights) exported to ONNX
@@ -398,17 +399,21 @@ class ExportedEntry(Entry):
 
 @contextlib.contextmanager
 def pytorch_ops():
-    """Run dwnet_mm's layers on PyTorch ops, not its native kernels."""
+    """Run dwnet_mm's layers on PyTorch ops, not its native CPU kernels or
+    its Triton kernel."""
     from dwnet_mm.ops.native import DISABLE_ENV
-    old = os.environ.get(DISABLE_ENV)
-    os.environ[DISABLE_ENV] = '0'
+    from dwnet_mm.ops.triton_i_dynamic_conv import TRITON_DISABLE_ENV
+    old = {name: os.environ.get(name)
+           for name in (DISABLE_ENV, TRITON_DISABLE_ENV)}
+    os.environ.update(dict.fromkeys(old, '0'))
     try:
         yield
     finally:
-        if old is None:
-            del os.environ[DISABLE_ENV]
-        else:
-            os.environ[DISABLE_ENV] = old
+        for name, value in old.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def synchronize(device):
@@ -512,7 +517,6 @@ def layer_memory(batch_size, size, device):
     block, first block of each stage: static vs i_dynamic."""
     import dwnet_mm  # noqa: F401
     from dwnet_mm.models import DWNet
-    from dwnet_mm.models.layers import DeployDWNetBlock
     rows = []
     models = {}
     for conv_type in ('static', 'i_dynamic'):
@@ -526,14 +530,14 @@ def layer_memory(batch_size, size, device):
             x = torch.randn(batch_size, side, side, C, device=device)
             block = model.stages[stage].blocks[0]
             x_nchw = x.permute(0, 3, 1, 2)
-            dblock = DeployDWNetBlock.from_block(block).eval()
+            dblock = block.fuse().eval()
             with torch.no_grad():
                 row[f'{conv_type}_mixer'] = peak_memory_fn(
                     lambda: block.mixer(x_nchw), device)
                 row[f'{conv_type}_block'] = peak_memory_fn(
-                    lambda: block(x_nchw), device)
+                    lambda: block(x), device)
                 row[f'{conv_type}_deploy_block'] = peak_memory_fn(
-                    lambda: dblock.forward_nhwc(x), device)
+                    lambda: dblock(x), device)
             row['input'] = x.numel() * x.element_size()
         rows.append(row)
     return rows

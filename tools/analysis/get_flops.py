@@ -2,6 +2,7 @@
 
     python tools/analysis/get_flops.py --table                 # all tasks
     python tools/analysis/get_flops.py --table --tasks cls     # 224x224
+    python tools/analysis/get_flops.py --table --tasks ablations  # 224x224
     python tools/analysis/get_flops.py configs/det/cascade_dwnet_tiny_3x.py
     python tools/analysis/get_flops.py CONFIG --shape 512 2048
 
@@ -27,8 +28,10 @@ def parse_args():
     parser.add_argument('--table', action='store_true',
                         help='our params/FLOPs beside the paper\'s')
     parser.add_argument('--tasks', nargs='+', default=['cls', 'det', 'seg'],
-                        choices=['cls', 'det', 'seg'],
-                        help='tasks of --table (det/seg take minutes each)')
+                        choices=['cls', 'det', 'seg', 'ablations'],
+                        help='tasks of --table (det/seg take minutes each; '
+                        'ablations: the paper\'s ablation models, '
+                        'Tables 4, 6, 9, 10, 12)')
     return parser.parse_args()
 
 
@@ -68,6 +71,15 @@ def print_seg_table():
     print()
     print(format_table(segmentation_table(
         config_dir=osp.join(REPO, 'configs', 'seg'))))
+
+
+def print_ablation_table():
+    from dwnet_mm.utils.complexity_ablations import (ablation_table,
+                                                     format_ablation_table)
+    print('\nAblation models (paper Tables 4, 6, 9, 10, 12) at 224x224 '
+          '(FLOPs = MACs; paper top-1 as published)\n')
+    print(format_ablation_table(ablation_table(
+        config_dir=osp.join(REPO, 'configs', 'cls'))))
 
 
 def print_config_complexity(config, shape):
@@ -112,7 +124,7 @@ def main():
     args = parse_args()
     if args.table:
         printers = dict(cls=print_cls_table, det=print_det_table,
-                        seg=print_seg_table)
+                        seg=print_seg_table, ablations=print_ablation_table)
         for task in args.tasks:
             printers[task]()
     elif args.config:

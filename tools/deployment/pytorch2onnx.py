@@ -71,59 +71,6 @@ def read_config(path, cfg_options=None):
                           f'{type(e).__name__}: {_one_line(e)}') from e
 
 
-def build_model(cfg, deploy=False):
-    """The config's model, SyncBN as BN, without pretrained init."""
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.utils import import_modules_from_strings
-
-    from dwnet_mm.apis import ConfigError, replace_sync_bn
-    scope = cfg.get('default_scope')
-    if scope not in DEFAULT_SHAPES:
-        raise ConfigError(
-            f'unsupported config: default_scope {scope!r}; this tool '
-            f'exports mmpretrain, mmseg and mmdet configs (configs/cls, '
-            f'configs/seg, configs/det)')
-    backbone = cfg.model.get('backbone') or {}
-    if not str(backbone.get('type', '')).endswith('DWNet'):
-        raise ConfigError(f'unsupported config: the backbone is '
-                          f'{backbone.get("type")!r}, not DWNet')
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(scope)
-    # The checkpoint brings every weight: no pretrained file is read.
-    backbone['init_cfg'] = None
-    backbone['deploy'] = deploy
-    replace_sync_bn(cfg.model)
-    return MODELS.build(cfg.model).eval()
-
-
-def load_weights(model, checkpoint):
-    """Load ``checkpoint`` (read by the safe loader) into ``model``; all
-    of the model's tensors must be in it.
-
-    Returns:
-        int: Number of the model's tensors.
-    """
-    from dwnet_mm.converters import safe_load
-    state = safe_load(checkpoint)
-    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-        state = state['state_dict']
-    if not isinstance(state, dict):
-        raise ValueError(f'checkpoint {checkpoint!r} holds no state dict')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v
-             for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    # An exported model with random layers would pass the check against
-    # PyTorch: every weight must come from the file.
-    missing = [k for k in result.missing_keys
-               if not k.endswith('num_batches_tracked')]
-    if missing:
-        raise ValueError(
-            f'checkpoint {checkpoint!r} lacks {len(missing)} of the model\'s '
-            f'tensors (e.g. {missing[:3]}); is it for this config?')
-    return len(model.state_dict())
-
-
 def export_target(model, scope, backbone_only):
     """The module to export and a description of its outputs."""
     from dwnet_mm.deployment import TensorOutputs
@@ -157,6 +104,7 @@ def prepare(args):
     out_dir = osp.dirname(osp.abspath(args.out))
     if not osp.isdir(out_dir):
         raise ConfigError(f'output folder {out_dir!r} does not exist')
+    from dwnet_mm.deployment import build_model, load_weights
     model = build_model(cfg, args.deploy)
     load_weights(model, args.checkpoint)
     return model, cfg.get('default_scope')

@@ -1,4 +1,3 @@
-import re
 import warnings
 from copy import deepcopy
 
@@ -9,13 +8,20 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import (DEPTHWISE_TYPES, ChannelScaleShift, DeployDWNetBlock,
-                      DWNetStage, PatchEmbed, PatchMerging, channel_norm_nhwc)
-from ..layers.deploy import fold_bn_after, fold_bn_before, new_workspace
+from ...converters import load_dwnet_checkpoint, state_dict_for
+from ...ops import MlpWorkspace
+from ..layers import (DEPTHWISE_TYPES, ChannelScaleShift, DWNetStage,
+                      PatchEmbed, PatchMerging, channel_norm_nhwc)
 
-# Keys of block layers that exist in only one of the two forms.
-_TRAINING_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.mixer\.')
-_DEPLOY_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.fc1\.')
+
+def _fuse_children(module):
+    """Replace every descendant that has a deploy form (``fuse()``) by it,
+    as RepVGG-style models reparameterize."""
+    for name, child in module.named_children():
+        if hasattr(child, 'fuse'):
+            setattr(module, name, child.fuse())
+        else:
+            _fuse_children(child)
 
 
 # Registered in mmengine's root registry, so that mmpretrain, mmdet and mmseg
@@ -179,9 +185,10 @@ class DWNet(BaseModule):
                           'init_cfg=dict(type="Pretrained", checkpoint=...)')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
-        # Everything but the weights' source, to rebuild a training-form
-        # twin when a deployed model is given training-form weights.
-        self._twin_kwargs = dict(
+        #: The arguments it was built with, but the weights' source: a
+        #: deployed model rebuilds its training form from them to fold
+        #: training-form weights (see :mod:`dwnet_mm.converters.deploy`).
+        self.build_kwargs = dict(
             arch=deepcopy(arch), conv_type=conv_type,
             kernel_size=kernel_size, i_dynamic_groups=i_dynamic_groups,
             in_channels=in_channels, patch_size=patch_size,
@@ -237,7 +244,7 @@ class DWNet(BaseModule):
                     downsample=downsample,
                     conv_type=conv_type,
                     kernel_size=kernel_size,
-                    groups=i_dynamic_groups,
+                    i_dynamic_groups=i_dynamic_groups,
                     mlp_ratio=mlp_ratio,
                     pad_to_window=pad_to_window,
                     norm_cfg=norm_cfg,
@@ -254,7 +261,7 @@ class DWNet(BaseModule):
             self.add_module(f'norm{i}',
                             build_norm_layer(out_norm_cfg, channels[i])[1])
         self.out_channels = [channels[i] for i in self.out_indices]
-        self.deployed = False
+        self.deploy = False
         self._freeze_stages()
         if deploy:
             self.switch_to_deploy()
@@ -287,16 +294,8 @@ class DWNet(BaseModule):
         return tuple(sorted(set(parsed)))
 
     def init_weights(self):
-        is_pretrained = isinstance(self.init_cfg, dict) and \
-            self.init_cfg.get('type') == 'Pretrained'
-        if is_pretrained and self.deployed:
-            twin = self._training_twin(init_cfg=self.init_cfg)
-            twin.init_weights()
-            self.load_state_dict(twin.switch_to_deploy().state_dict())
-            self._is_init = True
-            return
-        if is_pretrained:
-            from ...converters import load_dwnet_checkpoint
+        if isinstance(self.init_cfg, dict) and \
+                self.init_cfg.get('type') == 'Pretrained':
             cfg = self.init_cfg
             load_dwnet_checkpoint(
                 self,
@@ -323,16 +322,11 @@ class DWNet(BaseModule):
 
     def forward(self, x):
         self.check_input(x)
-        # (N, H, W, C) from here on: the training-form layers see NCHW views
-        # of it (channels-last memory), the deploy form works on it directly.
-        x = self.patch_embed.forward_nhwc(x)
-        # The deploy form updates the residual stream (which it owns here)
-        # in place and shares one MLP buffer between all blocks.
-        workspace = new_workspace(x, self.mlp_ratio) if self.deployed and \
-            not torch.is_grad_enabled() else None
+        # (N, H, W, C) from the stem on: the layout of every block.
+        x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):
-            out, x = stage.forward_nhwc(x, inplace=True, workspace=workspace)
+            out, x = stage(x)
             if i not in self.out_indices:
                 continue
             out = channel_norm_nhwc(getattr(self, f'norm{i}'), out)
@@ -340,28 +334,34 @@ class DWNet(BaseModule):
                 outs.append(out.mean(dim=(1, 2)))
             else:
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
+        if self.deploy:
+            self.workspace.release()
         return tuple(outs)
 
     @torch.no_grad()
     def switch_to_deploy(self):
         """Convert to the deploy (inference) form, in place.
 
-        Every BatchNorm is folded, with its running statistics, into the
-        conv or linear layer beside it (see :mod:`dwnet_mm.models.layers.
-        deploy`), output BatchNorms become a per-channel scale and shift,
-        and the blocks run on NHWC tensors with no layout conversion. The
-        outputs equal those of the training form in eval mode (up to
-        rounding); stochastic depth is dropped. Calling it again does
-        nothing.
+        Every child with a deploy form becomes it (``fuse()``): each block
+        a :class:`~dwnet_mm.models.layers.DeployDWNetBlock` with every
+        BatchNorm folded into the conv or linear layer beside it (see
+        :mod:`dwnet_mm.models.layers.deploy_block`), BatchNorm stem and merging
+        norms folded into their layers; output BatchNorms become a
+        per-channel scale and shift. The blocks then run on NHWC tensors
+        with no layout conversion, updating the residual stream (which the
+        backbone owns) in place when no gradient is recorded and sharing
+        one MLP buffer. The outputs equal those of the training form in
+        eval mode (up to rounding); stochastic depth is dropped. Calling it
+        again does nothing.
 
         After it, :meth:`load_state_dict` takes deployed state dicts, and
-        training-form ones too: those are deployed on loading, through a
-        training-form twin, and must hold every backbone tensor.
+        training-form ones too: those are deployed on loading
+        (:func:`dwnet_mm.converters.state_dict_for`).
 
         Returns:
             DWNet: self.
         """
-        if self.deployed:
+        if self.deploy:
             return self
         if self.norm_type not in ('BN', 'BN2d', 'SyncBN'):
             # CC-BN is a _BatchNorm too, but its calibration does not fold.
@@ -378,83 +378,25 @@ class DWNet(BaseModule):
                 'convs beside it and runs the paper\'s main blocks only. Use '
                 'the training form (deploy=False) in eval mode; it exports '
                 'to ONNX as well')
-        for stage in self.stages:
-            stage.blocks = nn.ModuleList(
-                DeployDWNetBlock.from_block(block) for block in stage.blocks)
-            if stage.downsample is not None:
-                self._fold_stem_norm(stage.downsample, 'reduction')
-        self._fold_stem_norm(self.patch_embed, 'projection')
+        _fuse_children(self)
         for i in self.out_indices:
             norm = getattr(self, f'norm{i}')
             if isinstance(norm, _BatchNorm):
                 setattr(self, f'norm{i}', ChannelScaleShift.from_bn(norm))
-        self.deployed = True
+        self.workspace = MlpWorkspace()
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.inplace, block.workspace = True, self.workspace
+        self.deploy = True
         return self
 
-    @staticmethod
-    def _fold_stem_norm(module, layer_name):
-        """Fold a BatchNorm stem/merging norm (LN stays) into its layer."""
-        if not isinstance(module.norm, _BatchNorm):
-            return
-        layer = getattr(module, layer_name)
-        if isinstance(module, PatchEmbed):
-            weight, bias = fold_bn_after(layer.weight, layer.bias,
-                                         module.norm)
-        else:
-            weight, bias = fold_bn_before(layer.weight, layer.bias,
-                                          module.norm)
-        layer.weight.data = weight.to(layer.weight)
-        layer.bias = nn.Parameter(bias.to(layer.weight))
-        module.norm = nn.Identity()
-
-    def _training_twin(self, init_cfg=None):
-        """A training-form DWNet with the same architecture, on the CPU."""
-        return DWNet(**deepcopy(self._twin_kwargs), init_cfg=init_cfg)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
-                              strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        own_keys = [k for k in state_dict if k.startswith(prefix)]
-        names = [k[len(prefix):] for k in own_keys]
-        if self.deployed and any(map(_TRAINING_BLOCK_KEY.match, names)):
-            self._deploy_state_dict(state_dict, prefix)
-        elif not self.deployed and any(map(_DEPLOY_BLOCK_KEY.match, names)):
-            raise RuntimeError(
-                'The state dict is of a deployed DWNet (switch_to_deploy), '
-                'which cannot be turned back into the training form; load it '
-                'into a model built with deploy=True, or load the original '
-                'training checkpoint here')
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
-    def _deploy_state_dict(self, state_dict, prefix):
-        """Replace the training-form backbone tensors of ``state_dict``
-        (under ``prefix``) by their deployed form, in place."""
-        twin = self._training_twin()
-        own = twin.state_dict()
-        given = {
-            k[len(prefix):]: v
-            for k, v in state_dict.items()
-            if k.startswith(prefix) and k[len(prefix):] in own
-        }
-        missing = [
-            k for k in own
-            if k not in given and not k.endswith('num_batches_tracked')
-        ]
-        if missing:
-            raise RuntimeError(
-                'Cannot load a training-form state dict into a deployed '
-                f'DWNet: it lacks {len(missing)} backbone tensors (e.g. '
-                f'{missing[:3]}), which the folded layers need. Load it into '
-                'a training-form model (deploy=False) instead and call '
-                'switch_to_deploy() afterwards')
-        twin.load_state_dict(given, strict=False)
-        twin.switch_to_deploy()
-        for key in given:
-            del state_dict[prefix + key]
-        for key, value in twin.state_dict().items():
-            state_dict[prefix + key] = value
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Training-form weights given to a deployed model are folded first;
+        # the loader reads this very dict (a child reads a copy of it).
+        converted = state_dict_for(self, state_dict, prefix)
+        state_dict.clear()
+        state_dict.update(converted)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:

@@ -3,19 +3,19 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
-from dwnet_mm.ops import (depthwise_conv_nhwc, depthwise_conv_taps,
-                          native_nhwc_view, onnx_exporting, rows_linear)
+from dwnet_mm.ops import depthwise_conv, depthwise_conv_taps, exporting, linear
+from .batchnorm_folding import fold_bn_after, param_like
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
 from .squeeze_excitation import SqueezeExcitation
 
 DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
 
 
-def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
-                         norm_cfg=dict(type='BN'), weight_groups=None):
+def build_depthwise_conv(conv_type, channels, kernel_size=7,
+                         i_dynamic_groups=32, norm_cfg=dict(type='BN'),
+                         weight_groups=None):
     """Build the k x k spatial convolution of a DW-block.
 
     Args:
@@ -24,7 +24,8 @@ def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
             and channel group).
         channels (int): Number of channels.
         kernel_size (int): Kernel size. Defaults to 7.
-        groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
+        i_dynamic_groups (int): Channel groups of 'i_dynamic'.
+            Defaults to 32.
         norm_cfg (dict): Norm of the dynamic kernel generators.
             Defaults to ``dict(type='BN')``.
         weight_groups (int, optional): 'static' only: share each k x k
@@ -45,7 +46,7 @@ def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
             channels, kernel_size, norm_cfg=norm_cfg)
     if conv_type == 'i_dynamic':
         return InhomogeneousDynamicConv2d(
-            channels, kernel_size, groups=groups, norm_cfg=norm_cfg)
+            channels, kernel_size, i_dynamic_groups, norm_cfg=norm_cfg)
     raise ValueError(f'Unknown depth-wise conv type {conv_type!r}; '
                      f'choose one of {DEPTHWISE_TYPES}')
 
@@ -53,8 +54,8 @@ def build_depthwise_conv(conv_type, channels, kernel_size=7, groups=32,
 class DepthwiseConv2d(nn.Conv2d):
     """Static k x k depth-wise conv with bias and "same" padding.
 
-    An ``nn.Conv2d`` (same parameters and state dict) that runs channels-last
-    inputs in the native NHWC kernels on CPUs (see :mod:`dwnet_mm.ops`).
+    An ``nn.Conv2d`` (same parameters and state dict) whose forward runs
+    :func:`dwnet_mm.ops.depthwise_conv` (native NHWC kernels on CPUs).
 
     Args:
         channels (int): Number of channels.
@@ -66,18 +67,37 @@ class DepthwiseConv2d(nn.Conv2d):
                          padding=kernel_size // 2, groups=channels)
 
     def forward(self, x):
-        return depthwise_conv(x, self.weight, self.bias)
+        """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
+        return depthwise_conv(x.permute(0, 2, 3, 1), self.weight,
+                              self.bias).permute(0, 3, 1, 2)
+
+    def fuse(self, norm):
+        """This conv, the BatchNorm ``norm`` after it and a ReLU as one
+        :class:`FoldedDepthwiseConv2d`."""
+        return FoldedDepthwiseConv2d.from_modules(self, norm)
 
 
-def depthwise_conv(x, weight, bias):
-    """k x k depth-wise conv with "same" padding (k // 2 on every side) of
-    NCHW ``x``: the native NHWC kernels on channels-last CPU inputs, else
-    PyTorch's conv."""
-    k = weight.shape[-1]
-    nhwc = native_nhwc_view(x, k)
-    if nhwc is not None:
-        return depthwise_conv_nhwc(nhwc, weight, bias).permute(0, 3, 1, 2)
-    return F.conv2d(x, weight, bias, padding=k // 2, groups=x.shape[1])
+class FoldedDepthwiseConv2d(nn.Conv2d):
+    """The deploy form of :class:`DepthwiseConv2d` -> BN -> ReLU: one conv,
+    on (N, H, W, C) tensors."""
+
+    @classmethod
+    def from_modules(cls, conv, norm):
+        module = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
+                     padding=conv.padding, groups=conv.groups,
+                     device=conv.weight.device, dtype=conv.weight.dtype)
+        weight, bias = fold_bn_after(conv.weight, conv.bias, norm)
+        module.weight = param_like(weight, conv.weight)
+        module.bias = param_like(bias, conv.weight)
+        return module
+
+    def interleaved_order(self, x):
+        """None: this conv runs in the natural channel order."""
+        return None
+
+    def forward(self, x):
+        """(N, H, W, C) -> (N, H, W, C)."""
+        return depthwise_conv(x, self.weight, self.bias, relu=True)
 
 
 class SharedDepthwiseConv2d(nn.Module):
@@ -106,11 +126,13 @@ class SharedDepthwiseConv2d(nn.Module):
         nn.init.uniform_(self.bias, -1 / kernel_size, 1 / kernel_size)
 
     def forward(self, x):
-        if onnx_exporting():
+        """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
+        if exporting():
             return self._forward_taps(x)
         weight = self.weight.repeat_interleave(
             x.shape[1] // self.weight_groups, dim=0)
-        return depthwise_conv(x, weight, self.bias)
+        return depthwise_conv(x.permute(0, 2, 3, 1), weight,
+                              self.bias).permute(0, 3, 1, 2)
 
     def _forward_taps(self, x):
         # ONNX's Conv needs a kernel of known shape, which the expanded
@@ -120,9 +142,8 @@ class SharedDepthwiseConv2d(nn.Module):
         G, k = self.weight_groups, self.weight.shape[-1]
         out = depthwise_conv_taps(x.reshape(B, G, C // G, H, W),
                                   self.weight.reshape(1, G, k * k, 1, 1), k,
-                                  k // 2, k // 2)
-        return out.reshape(B, C, *out.shape[-2:]) + self.bias.view(
-            1, C, 1, 1)
+                                  k // 2, (k - 1) // 2)
+        return out.reshape(B, C, H, W) + self.bias.view(1, C, 1, 1)
 
 
 class DepthwiseMixer(nn.Module):
@@ -135,7 +156,8 @@ class DepthwiseMixer(nn.Module):
         conv_type (str): Kind of depth-wise conv, see
             :func:`build_depthwise_conv`. Defaults to 'static'.
         kernel_size (int): Depth-wise kernel size. Defaults to 7.
-        groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
+        i_dynamic_groups (int): Channel groups of 'i_dynamic'.
+            Defaults to 32.
         norm_cfg (dict): Config of the norm layers.
             Defaults to ``dict(type='BN')``.
         se_ratio (float): Squeeze-and-excitation after the depth-wise
@@ -146,14 +168,15 @@ class DepthwiseMixer(nn.Module):
             Defaults to None.
     """
 
-    def __init__(self, channels, conv_type='static', kernel_size=7, groups=32,
-                 norm_cfg=dict(type='BN'), se_ratio=0., dw_weight_groups=None):
+    def __init__(self, channels, conv_type='static', kernel_size=7,
+                 i_dynamic_groups=32, norm_cfg=dict(type='BN'), se_ratio=0.,
+                 dw_weight_groups=None):
         super().__init__()
         self.pointwise_in = ConvModule(
             channels, channels, 1, bias=False, norm_cfg=norm_cfg)
         self.depthwise = build_depthwise_conv(conv_type, channels,
-                                              kernel_size, groups, norm_cfg,
-                                              dw_weight_groups)
+                                              kernel_size, i_dynamic_groups,
+                                              norm_cfg, dw_weight_groups)
         self.depthwise_norm = build_norm_layer(norm_cfg, channels)[1]
         self.act = nn.ReLU(inplace=True)
         self.se = SqueezeExcitation(channels, se_ratio) if se_ratio else None
@@ -167,11 +190,7 @@ class DepthwiseMixer(nn.Module):
 
     def forward(self, x):
         x = pointwise_conv_module(self.pointwise_in, x)
-        H, W = x.shape[-2:]
-        # Even kernels pad k//2 on both sides, one row/column too many: keep
-        # the offsets -k//2 .. k//2-1, as the i_dynamic conv does.
-        x = self.depthwise(x)[..., :H, :W]
-        x = self.act(self.depthwise_norm(x))
+        x = self.act(self.depthwise_norm(self.depthwise(x)))
         if self.se is not None:
             x = self.se(x)
         return pointwise_conv_module(self.pointwise_out, x)
@@ -193,8 +212,8 @@ def pointwise_conv_module(module, x):
         Tensor: (N, C', H, W), channels-last memory when ``x`` is.
     """
     conv = module.conv
-    x = rows_linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1),
-                    conv.bias).permute(0, 3, 1, 2)
+    x = linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1),
+               conv.bias).permute(0, 3, 1, 2)
     if module.with_norm:
         x = module.norm(x)
     if module.with_activation:

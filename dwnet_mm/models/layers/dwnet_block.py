@@ -8,7 +8,8 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dwnet_mm.ops import gelu_mlp
+from dwnet_mm.ops import mlp
+from .deploy_block import DeployDWNetBlock
 from .depthwise_mixer import DepthwiseConv2d, DepthwiseMixer
 from .patch_embed import pad_to_multiple
 from .squeeze_excitation import SqueezeExcitation
@@ -43,7 +44,7 @@ class Mlp(nn.Module):
     """Linear(C, rC) -> GELU -> Linear(rC, C) over the channels of NCHW.
 
     On fp32 CPU tensors it runs in cache-sized row chunks with the native
-    GELU (:func:`dwnet_mm.ops.gelu_mlp`), else on PyTorch ops.
+    GELU (:func:`dwnet_mm.ops.mlp`), else on PyTorch ops.
 
     Args:
         channels (int): Input and output channels.
@@ -58,7 +59,7 @@ class Mlp(nn.Module):
 
     def forward(self, x):
         x = x.permute(0, 2, 3, 1)
-        return gelu_mlp(x, self.fc1, self.fc2).permute(0, 3, 1, 2)
+        return mlp(x, self.fc1, self.fc2).permute(0, 3, 1, 2)
 
 
 class DepthwiseConvNorm(nn.Module):
@@ -82,9 +83,7 @@ class DepthwiseConvNorm(nn.Module):
         self.se = SqueezeExcitation(channels, se_ratio) if se_ratio else None
 
     def forward(self, x):
-        H, W = x.shape[-2:]
-        # Even kernels: the "same" window at offsets -k//2 .. k//2-1.
-        x = self.norm(self.conv(x)[..., :H, :W])
+        x = self.norm(self.conv(x))
         return x if self.se is None else self.se(x)
 
 
@@ -96,7 +95,8 @@ class DWNetBlock(nn.Module):
         conv_type (str): 'static', 'dynamic' or 'i_dynamic'.
             Defaults to 'static'.
         kernel_size (int): Depth-wise kernel size. Defaults to 7.
-        groups (int): Channel groups of 'i_dynamic'. Defaults to 32.
+        i_dynamic_groups (int): Channel groups of 'i_dynamic'.
+            Defaults to 32.
         mlp_ratio (float): MLP hidden width ratio. Defaults to 4.
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         pad_to_window (bool): Zero-pad the input to a multiple of
@@ -115,16 +115,18 @@ class DWNetBlock(nn.Module):
             depth-wise conv; 0 for none. Defaults to 0.
     """
 
-    def __init__(self, channels, conv_type='static', kernel_size=7, groups=32,
-                 mlp_ratio=4., drop_path_rate=0., pad_to_window=False,
-                 norm_cfg=dict(type='BN'), with_cp=False, se_ratio=0.,
-                 dw_weight_groups=None, extra_dw=False, extra_dw_se_ratio=0.):
+    def __init__(self, channels, conv_type='static', kernel_size=7,
+                 i_dynamic_groups=32, mlp_ratio=4., drop_path_rate=0.,
+                 pad_to_window=False, norm_cfg=dict(type='BN'), with_cp=False,
+                 se_ratio=0., dw_weight_groups=None, extra_dw=False,
+                 extra_dw_se_ratio=0.):
         super().__init__()
         self.kernel_size = kernel_size
         self.pad_to_window = pad_to_window
         self.with_cp = with_cp
-        self.mixer = DepthwiseMixer(channels, conv_type, kernel_size, groups,
-                                    norm_cfg, se_ratio, dw_weight_groups)
+        self.mixer = DepthwiseMixer(channels, conv_type, kernel_size,
+                                    i_dynamic_groups, norm_cfg, se_ratio,
+                                    dw_weight_groups)
         if extra_dw_se_ratio and not extra_dw:
             raise ValueError('extra_dw_se_ratio needs extra_dw=True')
         self.extra_dw = DepthwiseConvNorm(
@@ -161,17 +163,33 @@ class DWNetBlock(nn.Module):
         return torch.addcmul(x, y, scale.div_(keep_prob))
 
     def forward(self, x):
-        """(N, C, H, W) -> (N, C, H, W); channels-last memory is kept."""
+        """(N, H, W, C) -> (N, H, W, C).
+
+        The layers run on the (N, C, H, W) view of the same memory
+        (channels-last), so the permutes copy nothing.
+        """
+        x = x.permute(0, 3, 1, 2)
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(
+            x = cp.checkpoint(
                 self._forward, x, use_reentrant=False,
                 context_fn=lambda: (nullcontext(), frozen_bn_statistics(self)))
-        return self._forward(x)
+        else:
+            x = self._forward(x)
+        return x.permute(0, 2, 3, 1)
 
-    def forward_nhwc(self, x, inplace=False, workspace=None):
-        """(N, H, W, C) -> (N, H, W, C). ``inplace`` and ``workspace`` are
-        for the deploy form's signature and ignored."""
-        return self(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    def fuse(self):
+        """The deploy form of this block (eval semantics): a
+        :class:`DeployDWNetBlock` with every BatchNorm folded.
+
+        Raises:
+            ValueError: For the ablation layers (SE, the extra depth-wise
+                conv, shared depth-wise kernels), which have no deploy form.
+        """
+        if self.extra_dw is not None or self.mixer.se is not None or \
+                not hasattr(self.mixer.depthwise, 'fuse'):
+            raise ValueError('the ablation layers of a DWNetBlock (SE, '
+                             'extra_dw, dw_weight_groups) have no deploy form')
+        return DeployDWNetBlock.from_block(self)
 
 
 class DWNetStage(nn.Module):
@@ -196,24 +214,8 @@ class DWNetStage(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
-        """Return the stage output and the downsampled input of the next,
-        (N, C, H, W) tensors."""
-        x, down = self.forward_nhwc(x.permute(0, 2, 3, 1))
-        return x.permute(0, 3, 1, 2), down.permute(0, 3, 1, 2)
-
-    def forward_nhwc(self, x, inplace=False, workspace=None):
-        """:meth:`forward` on (N, H, W, C) tensors.
-
-        Training-form blocks work on channels-last NCHW views of the same
-        memory, deploy-form blocks (:class:`DeployDWNetBlock`) on NHWC.
-
-        Args:
-            x (Tensor): Input.
-            inplace (bool): Let deploy-form blocks update ``x`` in place
-                (when the caller owns it). Defaults to False.
-            workspace (Tensor, optional): MLP buffer of the deploy form.
-        """
-        for i, block in enumerate(self.blocks):
-            x = block.forward_nhwc(x, inplace=inplace or i > 0,
-                                   workspace=workspace)
-        return x, (self.downsample.forward_nhwc(x) if self.downsample else x)
+        """Return the stage output and the downsampled input of the next
+        stage, (N, H, W, C) tensors."""
+        for block in self.blocks:
+            x = block(x)
+        return x, (self.downsample(x) if self.downsample else x)

@@ -1,9 +1,12 @@
 """Stem and between-stage downsampling (Swin layout)."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from dwnet_mm.ops import onnx_exporting, rows_linear
+from dwnet_mm.ops import linear, onnx_exporting
+from .batchnorm_folding import fold_bn_after, fold_bn_before, param_like
 
 
 def pad_to_multiple(x, multiple):
@@ -18,20 +21,8 @@ def pad_to_multiple(x, multiple):
 def _takes_nchw(norm):
     # LayerNorm2d (dwnet_mm's or mmpretrain's 'LN2d') is a LayerNorm that
     # takes NCHW maps.
-    return isinstance(norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+    return isinstance(norm, (_BatchNorm, nn.GroupNorm)
                       ) or type(norm).__name__ == 'LayerNorm2d'
-
-
-
-def channel_norm(norm, x):
-    """Apply ``norm`` over the channels of an NCHW tensor.
-
-    BatchNorm takes NCHW directly; LayerNorm-like norms take channels last.
-    Channels-last memory stays channels-last.
-    """
-    if _takes_nchw(norm):
-        return norm(x)
-    return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def channel_norm_nhwc(norm, x):
@@ -63,10 +54,6 @@ class PatchEmbed(nn.Module):
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x):
-        """(N, C, H, W) image -> (N, D, H/p, W/p), channels-last memory."""
-        return self.forward_nhwc(x).permute(0, 3, 1, 2)
-
-    def forward_nhwc(self, x):
         """(N, C, H, W) image -> (N, H/p, W/p, D) features."""
         p = self.patch_size
         x = pad_to_multiple(x, p)
@@ -75,9 +62,17 @@ class PatchEmbed(nn.Module):
         # output is already channels-last.
         patches = x.reshape(B, C, H // p, p, W // p, p).permute(
             0, 2, 4, 1, 3, 5).reshape(B, H // p, W // p, C * p * p)
-        x = rows_linear(patches, self.projection.weight.flatten(1),
+        x = linear(patches, self.projection.weight.flatten(1),
                         self.projection.bias)
         return channel_norm_nhwc(self.norm, x)
+
+    def fuse(self):
+        """Fold a BatchNorm norm into the projection (LayerNorms stay).
+
+        Returns:
+            PatchEmbed: self, in its deploy form.
+        """
+        return _fold_norm(self, self.projection, fold_bn_after)
 
 
 class PatchMerging(nn.Module):
@@ -101,13 +96,33 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
 
     def forward(self, x):
-        """(N, C, H, W) -> (N, 2C, H/2, W/2), channels-last memory."""
-        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def forward_nhwc(self, x):
         """(N, H, W, C) -> (N, H/2, W/2, 2C)."""
-        return rows_linear(channel_norm_nhwc(self.norm, gather_2x2(x)),
+        return linear(channel_norm_nhwc(self.norm, gather_2x2(x)),
                            self.reduction.weight, self.reduction.bias)
+
+    def fuse(self):
+        """Fold a BatchNorm norm into the reduction (LayerNorms stay).
+
+        Returns:
+            PatchMerging: self, in its deploy form.
+        """
+        return _fold_norm(self, self.reduction, fold_bn_before)
+
+
+@torch.no_grad()
+def _fold_norm(module, layer, fold):
+    """Fold ``module.norm``, where it is a BatchNorm, into ``layer`` with
+    ``fold`` (:func:`fold_bn_after` or :func:`fold_bn_before`).
+
+    Returns:
+        nn.Module: ``module``.
+    """
+    if isinstance(module.norm, _BatchNorm):
+        weight, bias = fold(layer.weight, layer.bias, module.norm)
+        layer.weight.copy_(weight)
+        layer.bias = param_like(bias, layer.weight)
+        module.norm = nn.Identity()
+    return module
 
 
 def gather_2x2(x):

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .linear import (MIN_PACKED_ROWS, linear_into, matmul_into,
+from .dispatch import fast_path, needs_autograd
+from .gemm import (MIN_PACKED_ROWS, linear_into, matmul_into,
                      native_linear_operands, native_linear_supported,
                      packed_linear_weight)
 from .native import native_ops, native_ops_for
@@ -108,7 +109,8 @@ def recomputing_mlp_supported(x, fc1, fc2):
     operands the native products take (inner size a multiple of 16 too),
     at least MIN_PACKED_ROWS rows, weights of at most
     :data:`RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS`."""
-    return x.shape[0] >= MIN_PACKED_ROWS and fc1.in_features % 16 == 0 and \
+    return x.shape[0] >= MIN_PACKED_ROWS and \
+        fc1.weight.shape[1] % 16 == 0 and \
         fc1.weight.numel() + fc2.weight.numel() <= \
         RECOMPUTE_MLP_MAX_WEIGHT_ELEMENTS and \
         native_linear_operands(x, fc1.weight, fc1.bias) and \
@@ -146,20 +148,45 @@ def fused_mlp_block_rows(hidden_width):
     return max(12, FUSED_MLP_BLOCK_ELEMENTS // hidden_width // 12 * 12)
 
 
-def _forward_chunks(x, w1, b1, w2, b2, hidden=None):
-    """``fc2(gelu(fc1(x)))`` of 2-D ``x``; ``fc1(x)`` (with its bias) is
-    kept in ``hidden`` (rows, width) where given."""
+def _forward_chunks(x, w1, b1, w2, b2, out=None, accumulate=False,
+                    hidden=None, workspace=None, cache_packed=False):
+    """``out = [out +] fc2(gelu(fc1(x)))`` of 2-D contiguous ``x``, without
+    autograd: one fused native call where it runs, else in row chunks (on a
+    CPU; one chunk elsewhere) through one hidden buffer.
+
+    Args:
+        x (Tensor): (rows, C) input.
+        w1, b1, w2, b2 (Tensor): ``fc1`` and ``fc2`` weights and biases
+            (biases optional).
+        out (Tensor, optional): (rows, C_out) contiguous output; may be
+            ``x`` itself with ``accumulate`` (the residual add in place).
+            Defaults to a new tensor.
+        accumulate (bool): Add to ``out``. Defaults to False.
+        hidden (Tensor, optional): (rows, hidden) where ``fc1(x)`` (with its
+            bias) is kept for a backward. Defaults to None.
+        workspace (Tensor, optional): 1-D buffer for a chunk's hidden
+            activations, used where large enough. Defaults to a new one.
+        cache_packed (bool): See :func:`mlp`. Defaults to False.
+
+    Returns:
+        Tensor: ``out``.
+    """
     rows, width = x.shape[0], w1.shape[0]
-    out = x.new_empty(rows, w2.shape[0])
-    packed1, packed2 = _packed_weights(x, w1, w2)
+    if out is None:
+        out = x.new_empty(rows, w2.shape[0])
+    packed1, packed2 = _packed_weights(x, w1, w2, cache_packed)
     native = packed1 is not None
     if native and hidden is None and fused_mlp_supported(x, w1, w2):
-        return fused_mlp(out, x, w1, b1, w2, b2, packed=(packed1, packed2))
-    step = mlp_chunk_rows(rows, width)
-    buffer = x.new_empty(step, width)
+        return fused_mlp(out, x, w1, b1, w2, b2, accumulate,
+                         packed=(packed1, packed2))
+    # Chunks keep the hidden rows in a CPU's cache; a GPU gains nothing
+    # from them and loses on the smaller GEMMs.
+    step = mlp_chunk_rows(rows, width) if x.device.type == 'cpu' else rows
+    if workspace is None or workspace.numel() < step * width:
+        workspace = x.new_empty(step * width)
     for start in range(0, rows, step):
         chunk = x[start:start + step]
-        act = buffer[:chunk.shape[0]]
+        act = workspace[:chunk.shape[0] * width].view(-1, width)
         if hidden is None:
             linear_into(act, chunk, w1, packed=packed1, native=native)
             bias_activation_(act, b1, 'gelu')
@@ -167,18 +194,22 @@ def _forward_chunks(x, w1, b1, w2, b2, hidden=None):
             h = linear_into(hidden[start:start + step], chunk, w1,
                             packed=packed1, native=native)
             bias_activation_(h, b1, 'gelu', out=act)
-        linear_into(out[start:start + step], act, w2, b2, packed=packed2,
-                    native=native)
+        linear_into(out[start:start + step], act, w2, b2,
+                    accumulate=accumulate, packed=packed2, native=native)
     return out
 
 
-def _packed_weights(x, w1, w2):
+def _packed_weights(x, w1, w2, cache=False):
     """Both weights packed for :func:`linear_into` where the native
-    products pay for it (at least MIN_PACKED_ROWS rows), else Nones (the
-    products then run on PyTorch's)."""
-    if x.shape[0] < MIN_PACKED_ROWS or \
-            not native_linear_supported(x, w1) or \
+    products run, else Nones (the products then run on PyTorch's). Without
+    ``cache`` they are packed for this call only, which pays from
+    MIN_PACKED_ROWS rows on."""
+    if not native_linear_supported(x, w1) or \
             not native_linear_supported(x, w2):
+        return None, None
+    if cache:
+        return packed_linear_weight(w1), packed_linear_weight(w2)
+    if x.shape[0] < MIN_PACKED_ROWS:
         return None, None
     return (packed_linear_weight(w1, cache=False),
             packed_linear_weight(w2, cache=False))
@@ -195,7 +226,7 @@ class GeluMlpFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2):
         hidden = x.new_empty(x.shape[0], w1.shape[0])
-        out = _forward_chunks(x, w1, b1, w2, b2, hidden)
+        out = _forward_chunks(x, w1, b1, w2, b2, hidden=hidden)
         ctx.save_for_backward(x, hidden, w1, w2)
         ctx.has_bias = b1 is not None, b2 is not None
         ctx.used = False
@@ -284,29 +315,110 @@ def native_mlp_supported(x, fc1, fc2):
         p.device == x.device and p.dtype == x.dtype for p in params)
 
 
-def gelu_mlp(x, fc1, fc2):
-    """``fc2(gelu(fc1(x)))`` over the last dim of ``x`` (exact GELU).
+def mlp(x, fc1, fc2, residual=False, inplace=False, workspace=None,
+        cache_packed=False):
+    """``[x +] fc2(gelu(fc1(x)))`` over the last dim of ``x`` (exact GELU).
 
-    In row chunks with the native kernels where they take ``x`` (fp32 on
-    the CPU, outside tracing and autocast), else with PyTorch ops.
+    The backend, chosen once: exporting or tracing, PyTorch ops; without
+    autograd, autocast or mixed dtypes, one fused native call where the
+    weights fit, else row chunks through one hidden buffer (native products
+    where they run), accumulating into ``x`` itself if ``inplace``; with
+    autograd, the native autograd Functions for fp32 CPU tensors
+    (:class:`FusedMlpFunction`, :class:`GeluMlpFunction`), else PyTorch ops.
 
     Args:
         x (Tensor): (..., C) input.
-        fc1 (nn.Linear): C -> hidden.
-        fc2 (nn.Linear): hidden -> C_out.
+        fc1 (nn.Linear | LinearWeights): C -> hidden.
+        fc2 (nn.Linear | LinearWeights): hidden -> C_out.
+        residual (bool): Add ``x`` to the result (C_out = C). Defaults to
+            False.
+        inplace (bool): With ``residual``, without autograd: add into ``x``
+            itself (contiguous) and return it. Defaults to False.
+        workspace (Tensor, optional): 1-D hidden buffer of the chunks, used
+            where it holds a chunk (see :class:`MlpWorkspace`). Defaults to
+            a new one.
+        cache_packed (bool): Keep the weights' native packing between calls
+            (one more copy of each; for weights that do not change, the
+            deploy form's). Defaults to False: packed in every call, and
+            only for MIN_PACKED_ROWS rows or more.
 
     Returns:
-        Tensor: (..., C_out), contiguous.
+        Tensor: (..., C_out), contiguous (``x`` itself where it was
+        updated in place).
     """
-    if not native_mlp_supported(x, fc1, fc2):
-        return fc2(F.gelu(fc1(x)))
-    rows = x.reshape(-1, x.shape[-1]).contiguous()
-    args = (rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad
-                                       for a in args):
-        function = FusedMlpFunction if recomputing_mlp_supported(
-            rows, fc1, fc2) else GeluMlpFunction
-        out = function.apply(*args)
+    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    if fast_path(x, *params):
+        backend = 'chunks'
+    elif needs_autograd(x, *params) and native_mlp_supported(x, fc1, fc2):
+        backend = 'functions'
     else:
-        out = _forward_chunks(*args)
+        backend = 'torch'
+    if backend == 'chunks':
+        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        out = None
+        if residual:
+            out = rows if inplace else rows.clone()
+        out = _forward_chunks(rows, *params, out=out, accumulate=residual,
+                              workspace=workspace, cache_packed=cache_packed)
+        return out.view(*x.shape[:-1], out.shape[-1])
+    if backend == 'functions':
+        out = _mlp_functions(x, fc1, fc2)
+    else:
+        out = F.linear(F.gelu(F.linear(x, fc1.weight, fc1.bias)), fc2.weight,
+                       fc2.bias)
+    return x + out if residual else out
+
+
+def _mlp_functions(x, fc1, fc2):
+    """The differentiable native MLP of fp32 CPU ``x``."""
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    function = FusedMlpFunction if recomputing_mlp_supported(
+        rows, fc1, fc2) else GeluMlpFunction
+    out = function.apply(rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+
+def new_workspace(x, hidden_width):
+    """A hidden buffer for :func:`mlp` of ``x`` with ``hidden_width``
+    hidden units: on a CPU at most :data:`MLP_CHUNK_ELEMENTS` (the MLP runs
+    in row chunks), else the hidden activations of all rows.
+
+    Args:
+        x (Tensor): (..., C) input of the MLP.
+        hidden_width (int): Its hidden units.
+
+    Returns:
+        Tensor: 1-D, on ``x``'s device and in its dtype.
+    """
+    return x.new_empty(_workspace_elements(x, hidden_width))
+
+
+def _workspace_elements(x, hidden_width):
+    elements = x[..., :1].numel() * hidden_width
+    if x.device.type == 'cpu':
+        elements = min(MLP_CHUNK_ELEMENTS, elements)
+    return elements
+
+
+class MlpWorkspace:
+    """One hidden buffer for the MLPs of the blocks of a model within one
+    forward (:meth:`release` it after)."""
+
+    def __init__(self):
+        self.buffer = None
+
+    def get(self, x, hidden_width):
+        """A 1-D buffer for :func:`mlp` of ``x`` with ``hidden_width``
+        hidden units (see :func:`new_workspace`), reused while it holds
+        them."""
+        buffer = self.buffer
+        if buffer is None or buffer.device != x.device or \
+                buffer.dtype != x.dtype or \
+                buffer.numel() < _workspace_elements(x, hidden_width):
+            buffer = self.buffer = new_workspace(x, hidden_width)
+        return buffer
+
+    def release(self):
+        """Free the buffer: no activation memory is held between calls."""
+        self.buffer = None

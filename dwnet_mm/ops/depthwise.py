@@ -1,7 +1,10 @@
-"""Depth-wise convolution on NHWC tensors with the native CPU kernels."""
+"""Depth-wise convolution on NHWC tensors: :func:`depthwise_conv` (the op)
+and the native CPU kernels (:func:`depthwise_conv_nhwc`)."""
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .dispatch import apply_relu, exporting, needs_autograd
 from .native import native_ops, native_ops_for
 
 # Kernel sizes the C++ kernels are compiled for (odd: "same" padding).
@@ -87,3 +90,37 @@ def depthwise_conv_nhwc(x, weight, bias=None, relu=False):
         return native_ops().depthwise_conv_nhwc(x, kernels, bias, relu)
     out = DepthwiseConvNHWC.apply(x, kernels, bias, False)
     return out.relu() if relu else out
+
+
+def depthwise_conv(x, weight, bias=None, relu=False):
+    """Static depth-wise conv with a "same" window, on NHWC tensors.
+
+    ``out[n, h, w, c] = bias[c] + sum_{i, j} weight[c, 0, i, j] *
+    x[n, h + i - k // 2, w + j - k // 2, c]`` (zero padding), then ReLU if
+    ``relu``: even k keep the offsets -k//2 .. k//2-1 (PyTorch's conv with
+    padding k // 2, cropped to H x W). In the native kernels where
+    :func:`native_depthwise_supported` (not while exporting), else in
+    PyTorch's conv on the channels-last NCHW view of ``x``.
+
+    Args:
+        x (Tensor): (N, H, W, C) input.
+        weight (Tensor): (C, 1, k, k) kernels (an ``nn.Conv2d`` weight).
+        bias (Tensor, optional): (C, ) bias. Defaults to None.
+        relu (bool): Apply ReLU to the output. Defaults to False.
+
+    Returns:
+        Tensor: (N, H, W, C), NHWC-contiguous.
+    """
+    k = weight.shape[-1]
+    if not exporting() and native_depthwise_supported(x, k):
+        return depthwise_conv_nhwc(x, weight, bias, relu)
+    H, W = x.shape[1:3]
+    # The permuted NHWC tensor is a channels-last NCHW one: the conv runs
+    # in PyTorch's NHWC kernels and returns channels-last memory.
+    out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=k // 2,
+                   groups=x.shape[-1])
+    out = out[..., :H, :W].permute(0, 2, 3, 1)
+    if relu:
+        out = apply_relu(out, not exporting() and
+                         not needs_autograd(x, weight, bias))
+    return out.contiguous()

@@ -1,20 +1,31 @@
-"""Linear layers on the native CPU kernels.
+"""Linear layers, on the native CPU kernels where they run.
 
-* Many rows (the deploy form's 1x1 convs and MLPs): :func:`linear_into`, on
-  a weight packed once into column panels (cached per weight tensor), with
-  the bias, a ReLU or the residual add fused into the product.
-* A few rows (the dynamic conv's kernel generator, one pooled row per image
-  to ``C * k * k`` kernel values, where BLAS is slow and every product
-  streams the whole weight, up to 29 MB in D-DWNet-T):
-  :func:`small_batch_linear`, which streams it once in the forward and once
-  in the backward, making all three gradients in that pass.
+Modules call :func:`linear` (or its deploy shorthands :func:`linear_relu`
+and :func:`residual_linear`), which picks one of the entry points below;
+they stay public for the ops that need one job done:
+
+* :func:`small_batch_linear`: a few rows (the dynamic conv's kernel
+  generator, one pooled row per image to ``C * k * k`` kernel values, where
+  BLAS is slow and every product streams the whole weight, up to 29 MB in
+  D-DWNet-T), differentiable; it streams the weight once in the forward and
+  once in the backward, making all three gradients in that pass.
+* :func:`rows_linear`: many rows, differentiable (training): the weight
+  packed in every call (:class:`PackedLinear`), from
+  :data:`MIN_PACKED_ROWS` rows on.
+* :func:`linear_into`: into a given output, without autograd, with the
+  bias, a ReLU or the residual add fused into the product; the weight
+  packed once into column panels and cached per weight tensor (deploy).
+* :func:`matmul_into`: ``out = [out +] x @ b`` without autograd: the
+  products of the backwards (a weight, not its transpose).
 """
 import weakref
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .dispatch import exporting, fast_path
 from .native import native_ops, native_ops_for
 
 # The native kernels take up to 64 rows. With 8, 16 and 32 rows they ran
@@ -212,3 +223,118 @@ def rows_linear(x, weight, bias=None):
         return F.linear(x, weight, bias)
     out = PackedLinear.apply(rows, weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def linear(x, weight, bias=None, relu=False, out=None, accumulate=False,
+           cache_packed=False):
+    """``[out +] x @ weight.T [+ bias]``, then ReLU if ``relu``, over the
+    last dim of ``x``: the one linear entry for modules.
+
+    The backend, chosen once: :func:`small_batch_linear` for a few fp32 CPU
+    rows (with or without autograd); without autograd, autocast or mixed
+    dtypes, :func:`linear_into` (native where it runs, in place into
+    ``out``); else :func:`rows_linear` (differentiable, out of place: with
+    ``accumulate`` it returns ``out + linear(x)`` and leaves ``out`` as it
+    is).
+
+    Args:
+        x (Tensor): (..., in_features) input.
+        weight (Tensor): (out_features, in_features) weight.
+        bias (Tensor, optional): (out_features, ) bias. Defaults to None.
+        relu (bool): Apply ReLU to the result. Defaults to False.
+        out (Tensor, optional): (..., out_features) contiguous output,
+            written without autograd. Defaults to None: a new tensor.
+        accumulate (bool): Add to ``out`` (required then). Defaults to
+            False.
+        cache_packed (bool): Keep the weight's native packing between
+            calls (one more copy of it; for weights that do not change, the
+            deploy form's). Defaults to False: packed in every call, and
+            only for :data:`MIN_PACKED_ROWS` rows or more.
+
+    Returns:
+        Tensor: (..., out_features): ``out`` where it was written, else a
+        new contiguous tensor.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    if out is None and not exporting() and \
+            native_small_batch_supported(rows, weight, bias):
+        backend = 'small_batch'
+    elif fast_path(x, weight, bias, out):
+        backend = 'into'
+    else:
+        backend = 'rows'
+    if backend == 'small_batch':
+        y = small_batch_linear(rows, weight, bias).view(
+            *x.shape[:-1], weight.shape[0])
+        return F.relu(y) if relu else y
+    if backend == 'rows':
+        y = rows_linear(x, weight, bias)
+        if accumulate:
+            y = out + y
+        return F.relu(y) if relu else y
+    return _linear_into(rows.contiguous(), weight, bias, relu, out,
+                        accumulate, cache_packed, x.shape[:-1])
+
+
+def _linear_into(rows, weight, bias, relu, out, accumulate, cache_packed,
+                 batch_shape):
+    """The ``into`` backend of :func:`linear`: 2-D ``rows``."""
+    if out is None:
+        out = rows.new_empty(*batch_shape, weight.shape[0])
+    out_rows = out.view(-1, out.shape[-1])
+    if cache_packed:
+        linear_into(out_rows, rows, weight, bias, relu, accumulate)
+        return out
+    native = rows.shape[0] >= MIN_PACKED_ROWS and \
+        native_linear_supported(rows, weight, bias) and _native_out(out_rows)
+    if not native and not accumulate:
+        # PyTorch's addmm adds the bias in the product.
+        torch.addmm(bias, rows, weight.t(), out=out_rows) \
+            if bias is not None else torch.mm(rows, weight.t(), out=out_rows)
+        return out.relu_() if relu else out
+    packed = packed_linear_weight(weight, cache=False) if native else None
+    linear_into(out_rows, rows, weight, bias, relu, accumulate, packed=packed,
+                native=native)
+    return out
+
+
+class LinearWeights(NamedTuple):
+    """The weight and bias of a linear layer, e.g. one with its channels
+    reordered; callable like ``nn.Linear``."""
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+
+    def __call__(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+def linear_relu(x, layer):
+    """``relu(layer(x))`` of a deploy-form layer (its packing cached).
+
+    Args:
+        x (Tensor): (..., in_features) input.
+        layer (nn.Linear | LinearWeights): The layer.
+
+    Returns:
+        Tensor: (..., out_features), contiguous.
+    """
+    return linear(x, layer.weight, layer.bias, relu=True, cache_packed=True)
+
+
+def residual_linear(residual, x, layer, inplace=False):
+    """``residual + layer(x)`` of a deploy-form layer (its packing cached).
+
+    Args:
+        residual (Tensor): (..., out_features) contiguous residual.
+        x (Tensor): (..., in_features) input.
+        layer (nn.Linear | LinearWeights): The layer.
+        inplace (bool): Without autograd, add into ``residual`` itself and
+            return it. Defaults to False.
+
+    Returns:
+        Tensor: (..., out_features).
+    """
+    if not inplace and fast_path(residual, x, layer.weight, layer.bias):
+        residual = residual.clone()
+    return linear(x, layer.weight, layer.bias, out=residual, accumulate=True,
+                  cache_packed=True)
