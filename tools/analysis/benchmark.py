@@ -244,15 +244,13 @@ def build_classifier(name, form='train'):
 
 
 def count_macs(model, size):
-    """Multiply-accumulates of one image (mmengine's FlopAnalyzer)."""
-    from mmengine.analysis import FlopAnalyzer
+    """Multiply-accumulates of one image (mmengine's FlopAnalyzer with
+    dwnet_mm's FLOP handles)."""
+    from dwnet_mm.utils import flop_analyzer
     model = deepcopy(model).cpu().eval()
     with torch.no_grad():
-        analyzer = FlopAnalyzer(
-            _TensorMode(model), torch.randn(1, 3, size, size))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        return analyzer.total()
+        return flop_analyzer(_TensorMode(model),
+                             torch.randn(1, 3, size, size)).total()
 
 
 class _TensorMode(torch.nn.Module):
