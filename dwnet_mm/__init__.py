@@ -2,14 +2,17 @@
 
 Importing this package registers, in mmengine's root registries (and so for
 every OpenMMLab framework): the ``DWNet`` backbone, the
-``LayerDecayOptimWrapperConstructor`` and the ``ImageNetReaLAccuracy`` metric.
+``LayerDecayOptimWrapperConstructor`` and the ``ImageNetReaLAccuracy`` metric,
+and for the paper's ablations the ``SwinAblation`` builder and the norms
+``LN2d``, ``CCBN``, ``TokenBN`` and ``TokenCCBN``.
 It needs only torch, mmengine and mmcv; framework-specific helpers ask for
 their framework when used.
 
 Importing it changes nothing else in the process: in particular torch's
 safe-globals list (``torch.serialization.get_safe_globals()``) stays as it
 was, and so do mmengine's FLOP-handle tables (dwnet_mm's counters pass their
-handles explicitly: :func:`dwnet_mm.utils.register_flop_handles`). Checkpoints are read with :func:`dwnet_mm.converters.safe_load`; wrap a
+handles explicitly: :func:`dwnet_mm.utils.register_flop_handles`).
+Checkpoints are read with :func:`dwnet_mm.converters.safe_load`; wrap a
 Runner of your own in :func:`dwnet_mm.converters.checkpoint_loading` to have
 its ``resume`` / ``load_from`` read that way too (the tools do).
 
