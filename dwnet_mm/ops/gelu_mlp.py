@@ -18,8 +18,8 @@ from torch.autograd.function import once_differentiable
 
 from .dispatch import fast_path, needs_autograd
 from .gemm import (MIN_PACKED_ROWS, linear_into, matmul_into,
-                     native_linear_operands, native_linear_supported,
-                     packed_linear_weight)
+                   native_linear_operands, native_linear_supported,
+                   packed_linear_weight)
 from .native import native_ops, native_ops_for
 
 # Hidden activations per chunk (8 MiB in fp32): in the CPU's last-level
@@ -376,7 +376,6 @@ def _mlp_functions(x, fc1, fc2):
         rows, fc1, fc2) else GeluMlpFunction
     out = function.apply(rows, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     return out.view(*x.shape[:-1], out.shape[-1])
-
 
 
 def new_workspace(x, hidden_width):

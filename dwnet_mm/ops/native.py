@@ -89,9 +89,10 @@ def build(name='dwnet_mm_cpu', sources=SOURCES):
             verbose=False)
     except Exception as error:  # a missing compiler, ninja or header
         warnings.warn(
-            f'dwnet_mm: could not build its CPU kernels ({type(error).__name__}'
-            f': {error}); the layers run on PyTorch ops, which are '
-            f'slower. Install g++ and ninja to build them, or set '
+            'dwnet_mm: could not build its CPU kernels '
+            f'({type(error).__name__}: {error}); the layers run on PyTorch '
+            'ops, which are slower. Install g++ and ninja to build them, or '
+            'set '
             f'{DISABLE_ENV}=0 to skip the build')
         return None
     if not module.cpu_supported():

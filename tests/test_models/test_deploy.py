@@ -372,7 +372,8 @@ def test_i_dynamic_module_gradients_match_naive(train):
     """The fast training path (bias in the GEMM, kernels masked in place)
     has the gradients of the plain formula."""
     torch.manual_seed(0)
-    module = randomize_norms(InhomogeneousDynamicConv2d(16, 5, i_dynamic_groups=4))
+    module = randomize_norms(
+        InhomogeneousDynamicConv2d(16, 5, i_dynamic_groups=4))
     module.train(train)
     x = torch.randn(3, 16, 9, 8).contiguous(
         memory_format=torch.channels_last).requires_grad_()

@@ -72,7 +72,8 @@ def test_i_dynamic_gradients_match_naive():
     if torch.cuda.is_available() else []))
 def test_i_dynamic_under_autocast(device, dtype):
     torch.manual_seed(0)
-    module = InhomogeneousDynamicConv2d(32, 7, i_dynamic_groups=8).to(device)
+    module = InhomogeneousDynamicConv2d(32, 7,
+                                        i_dynamic_groups=8).to(device)
     x = torch.randn(2, 32, 9, 11, device=device, requires_grad=True)
     with torch.autocast(device_type=device, dtype=dtype):
         out = module(x)

@@ -157,7 +157,8 @@ def _generator(module):
 def test_i_dynamic_conv_like_the_training_module(backend, N, H, W, C, G,
                                                  k, dtype, grad):
     torch.manual_seed(0)
-    module = InhomogeneousDynamicConv2d(C, k, i_dynamic_groups=G).to(dtype).eval()
+    module = InhomogeneousDynamicConv2d(C, k,
+                                        i_dynamic_groups=G).to(dtype).eval()
     x, x_nhwc = channels_last(N, H, W, C, dtype, grad)
     with torch.set_grad_enabled(grad):
         expected = unfolded_i_dynamic(x, module.conv2(module.conv1(x)), k)
@@ -180,7 +181,8 @@ def test_i_dynamic_conv_like_the_deploy_module(backend, N, H, W, C, G, k,
     """With the folded BN (input scale, output bias) and ReLU, in both
     channel orders."""
     torch.manual_seed(0)
-    module = InhomogeneousDynamicConv2d(C, k, i_dynamic_groups=G).to(dtype).eval()
+    module = InhomogeneousDynamicConv2d(C, k,
+                                        i_dynamic_groups=G).to(dtype).eval()
     norm = nn.BatchNorm2d(C).to(dtype).eval()
     for t in (norm.weight, norm.bias, norm.running_mean):
         nn.init.normal_(t)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dwnet_mm.models.layers.dynamic_conv import DynamicDepthwiseConv2d
 from dwnet_mm.ops import native_ops, small_batch_linear
 from dwnet_mm.ops.gemm import (MAX_NATIVE_ROWS, SmallBatchLinear,
-                                 native_small_batch_supported)
+                               native_small_batch_supported)
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(

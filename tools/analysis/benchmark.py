@@ -609,11 +609,11 @@ def report(env, entries, gemm, macs, memory, layer_rows):
           f'better of torch.mm and dwnet_mm\'s native product each round): '
           f'median {peak / 1e9:.1f} GMAC/s, best {max(gemm.rates) / 1e9:.1f} '
           f'GMAC/s over {len(gemm.rates)} rounds')
-    print(f'  - torch.mm: median {statistics.median(gemm.torch_rates) / 1e9:.1f}'
-          ' GMAC/s' + ('' if not gemm.native_rates else
-                       '; dwnet_mm native: median '
-                       f'{statistics.median(gemm.native_rates) / 1e9:.1f} '
-                       'GMAC/s'))
+    torch_rate = statistics.median(gemm.torch_rates) / 1e9
+    native = '' if not gemm.native_rates else (
+        '; dwnet_mm native: median '
+        f'{statistics.median(gemm.native_rates) / 1e9:.1f} GMAC/s')
+    print(f'  - torch.mm: median {torch_rate:.1f} GMAC/s{native}')
     results = []
     for mode, title in (('infer', 'Inference'), ('train', 'Training step')):
         rows = [e for e in entries if e.mode == mode]

@@ -1,9 +1,9 @@
-from .depthwise_mixer import (DEPTHWISE_TYPES, DepthwiseConv2d,
-                              DepthwiseMixer, FoldedDepthwiseConv2d,
-                              SharedDepthwiseConv2d, build_depthwise_conv)
 from .batchnorm_folding import (ChannelScaleShift, bn_scale_shift,
                                 fold_bn_after, fold_bn_before)
 from .deploy_block import DeployDWNetBlock
+from .depthwise_mixer import (DEPTHWISE_TYPES, DepthwiseConv2d,
+                              DepthwiseMixer, FoldedDepthwiseConv2d,
+                              SharedDepthwiseConv2d, build_depthwise_conv)
 from .dwnet_block import DWNetBlock, DWNetStage, Mlp
 from .dynamic_conv import (DynamicDepthwiseConv2d,
                            FoldedDynamicDepthwiseConv2d,

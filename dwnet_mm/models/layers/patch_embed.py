@@ -63,7 +63,7 @@ class PatchEmbed(nn.Module):
         patches = x.reshape(B, C, H // p, p, W // p, p).permute(
             0, 2, 4, 1, 3, 5).reshape(B, H // p, W // p, C * p * p)
         x = linear(patches, self.projection.weight.flatten(1),
-                        self.projection.bias)
+                   self.projection.bias)
         return channel_norm_nhwc(self.norm, x)
 
     def fuse(self):
@@ -98,7 +98,7 @@ class PatchMerging(nn.Module):
     def forward(self, x):
         """(N, H, W, C) -> (N, H/2, W/2, 2C)."""
         return linear(channel_norm_nhwc(self.norm, gather_2x2(x)),
-                           self.reduction.weight, self.reduction.bias)
+                      self.reduction.weight, self.reduction.bias)
 
     def fuse(self):
         """Fold a BatchNorm norm into the reduction (LayerNorms stay).
