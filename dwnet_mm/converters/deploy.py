@@ -45,7 +45,12 @@ def deploy_state_dict(model, state_dict):
     Raises:
         RuntimeError: If tensors are missing.
     """
-    twin = training_form(model)
+    return _fold(training_form(model), state_dict)
+
+
+def _fold(twin, state_dict):
+    """Load ``state_dict`` into the training-form ``twin`` and return the
+    deployed state dict."""
     missing = [
         k for k in twin.state_dict()
         if k not in state_dict and not k.endswith('num_batches_tracked')
@@ -95,8 +100,8 @@ def state_dict_for(model, state_dict, prefix=''):
         out[key] = value
     if not any(map(_TRAINING_BLOCK_KEY.match, names)):
         return out
-    own = training_form(model).state_dict()
+    twin = training_form(model)
+    own = twin.state_dict()
     given = {name: out.pop(prefix + name) for name in names if name in own}
-    out.update({prefix + k: v
-                for k, v in deploy_state_dict(model, given).items()})
+    out.update({prefix + k: v for k, v in _fold(twin, given).items()})
     return out

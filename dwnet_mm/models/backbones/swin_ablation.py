@@ -11,13 +11,14 @@ from collections import OrderedDict
 import torch.nn as nn
 from mmengine.registry import MODELS
 
+from ..layers.norms import OnTokens
 from ..layers.squeeze_excitation import SqueezeExcitation
 from ..layers.static_window_attention import StaticWindowMSA
 
 ATTENTION_TYPES = ('dynamic', 'static', 'static_shared')
 
 
-class TokenSqueezeExcitation(SqueezeExcitation):
+class TokenSqueezeExcitation(OnTokens, SqueezeExcitation):
     """:class:`SqueezeExcitation` on (N, L, C) tokens: the gate is computed
     from the mean of each image's L tokens.
 
@@ -25,9 +26,6 @@ class TokenSqueezeExcitation(SqueezeExcitation):
         channels (int): Number of channels C.
         ratio (float): Hidden width as a fraction of C. Defaults to 1/16.
     """
-
-    def forward(self, x):
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 # Registered in mmengine's root registry (mmpretrain's is a child of it) as

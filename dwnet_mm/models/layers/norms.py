@@ -70,8 +70,15 @@ class CenteringCalibratedBatchNorm(_BatchNorm):
         return super().forward(x)
 
 
+class OnTokens:
+    """Mixin: a layer's (N, C, L) forward on (N, L, C) tokens."""
+
+    def forward(self, x):
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 @MODELS.register_module('TokenBN')
-class TokenBatchNorm(nn.BatchNorm1d):
+class TokenBatchNorm(OnTokens, nn.BatchNorm1d):
     """BatchNorm over the channels of (N, L, C) tokens.
 
     Args:
@@ -79,12 +86,10 @@ class TokenBatchNorm(nn.BatchNorm1d):
         **kwargs: Passed on to :class:`torch.nn.BatchNorm1d`.
     """
 
-    def forward(self, x):
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
 
 @MODELS.register_module('TokenCCBN')
-class TokenCenteringCalibratedBatchNorm(CenteringCalibratedBatchNorm):
+class TokenCenteringCalibratedBatchNorm(OnTokens,
+                                        CenteringCalibratedBatchNorm):
     """:class:`CenteringCalibratedBatchNorm` on (N, L, C) tokens; the
     calibration uses each sample's mean over its L tokens.
 
@@ -92,6 +97,3 @@ class TokenCenteringCalibratedBatchNorm(CenteringCalibratedBatchNorm):
         num_features (int): Number of channels C.
         **kwargs: Passed on to BatchNorm.
     """
-
-    def forward(self, x):
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
