@@ -74,6 +74,8 @@ setup(
         'mmengine>=0.10.0,<1.0',
         'mmcv>=2.0.0,<2.2.0',
         'numpy',
+        # Weights in a format that cannot run code when read.
+        'safetensors>=0.4',
     ],
     extras_require=extras,
     cmdclass={'build_py': BuildPyWithModelIndex},

@@ -139,6 +139,6 @@ def test_resume_with_safe_torch_load(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / 'unsafe.pth')
     with dwnet_mm.allow_mmengine_checkpoints(), \
-            pytest.raises(dwnet_mm.converters.UnsafeCheckpointError):
+            pytest.raises(dwnet_mm.safe_loading.UnsafeCheckpointError):
         _runner(tmp_path, resume=True).load_checkpoint(
             str(tmp_path / 'unsafe.pth'))

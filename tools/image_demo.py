@@ -111,7 +111,7 @@ def checkpoint_dataset_meta(path, trust):
     """The ``dataset_meta`` saved in a checkpoint, or None."""
     if not path:
         return None
-    from dwnet_mm.converters import UnsafeCheckpointError, safe_load
+    from dwnet_mm.safe_loading import UnsafeCheckpointError, safe_load
     try:
         checkpoint = safe_load(path, map_location='cpu', trust=trust)
     except UnsafeCheckpointError:
@@ -308,7 +308,7 @@ def load_model(args, cfg, task):
     """Build the inferencer, its checkpoint read by the safe loader."""
     import torch
     from dwnet_mm.apis import exit_on_unknown_type
-    from dwnet_mm.converters import UnsafeCheckpointError, checkpoint_loading
+    from dwnet_mm.safe_loading import UnsafeCheckpointError, checkpoint_loading
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     with exit_on_unknown_type(), \
             checkpoint_loading(trust=args.trust_checkpoint), \
@@ -327,7 +327,7 @@ def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401
     from dwnet_mm.apis import ConfigError
-    from dwnet_mm.converters import UnsafeCheckpointError
+    from dwnet_mm.safe_loading import UnsafeCheckpointError
     try:
         cfg, task = prepare(args)
         # Read first: a refused file stops here, before any model is built.

@@ -48,7 +48,7 @@ def main(argv=None):
     from dwnet_mm.apis import (ConfigError, check_dataset_paths,
                                exit_on_unknown_type, init_cpu_distributed,
                                load_config, prepare_train_config)
-    from dwnet_mm.converters import UnsafeCheckpointError, checkpoint_loading
+    from dwnet_mm.safe_loading import UnsafeCheckpointError, checkpoint_loading
     from mmengine.runner import Runner
     try:
         cfg = load_config(args.config, args.cfg_options)

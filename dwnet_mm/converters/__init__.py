@@ -6,10 +6,7 @@ from .deploy import deploy_state_dict, state_dict_for, training_form
 from .loading import (UnknownCheckpointLayout, convert_checkpoint_file,
                       extract_backbone_state_dict,
                       load_checkpoint_file, load_dwnet_checkpoint,
-                      resize_depthwise_kernel)
-from .safe_load import (KNOWN_HARMLESS_CLASSES, PickledObject,
-                        UnsafeCheckpointError, checkpoint_loading,
-                        plain_containers, safe_load)
+                      resize_depthwise_kernel, save_checkpoint)
 
 __all__ = [
     'deploy_state_dict', 'state_dict_for', 'training_form',
@@ -17,8 +14,6 @@ __all__ = [
     'convert_authors_full_model',
     'convert_authors_key', 'is_authors_layout',
     'UnknownCheckpointLayout', 'convert_checkpoint_file',
-    'extract_backbone_state_dict',
-    'load_checkpoint_file', 'load_dwnet_checkpoint', 'resize_depthwise_kernel',
-    'KNOWN_HARMLESS_CLASSES', 'PickledObject', 'UnsafeCheckpointError',
-    'checkpoint_loading', 'plain_containers', 'safe_load'
+    'extract_backbone_state_dict', 'load_checkpoint_file',
+    'load_dwnet_checkpoint', 'resize_depthwise_kernel', 'save_checkpoint'
 ]

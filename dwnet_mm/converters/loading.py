@@ -8,7 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .authors import convert_authors_backbone, is_authors_layout
 from .deploy import training_form
-from .safe_load import plain_containers, safe_load
+from ..safe_loading import safe_load
 
 _BACKBONE_PREFIXES = ('backbone.', 'module.backbone.')
 
@@ -17,12 +17,36 @@ class UnknownCheckpointLayout(ValueError):
     """Raised for checkpoints that hold no recognisable DWNet weights."""
 
 
-#: The converters' name for :func:`~dwnet_mm.converters.safe_load` (same
-#: arguments: ``filename, map_location='cpu', trust=False``).
+#: The converters' name for :func:`~dwnet_mm.safe_loading.safe_load` (same
+#: arguments: ``filename, map_location='cpu', trust=None``).
 load_checkpoint_file = safe_load
 
 
-def convert_checkpoint_file(src, dst, convert, trust=False):
+def save_checkpoint(checkpoint, dst):
+    """Write a converted checkpoint: ``.safetensors`` (tensors only, which
+    cannot run code when read: the format to share) or ``torch.save``.
+
+    Args:
+        checkpoint (dict): A state dict, or a dict with one under
+            ``state_dict``; for ``.safetensors`` its ``meta`` goes into the
+            file's metadata as JSON.
+        dst (str): The output path.
+    """
+    if not str(dst).endswith('.safetensors'):
+        torch.save(checkpoint, dst)
+        return
+    import json
+
+    from safetensors.torch import save_file
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    tensors = {k: v.detach().contiguous().clone() for k, v in
+               state_dict.items()}
+    meta = checkpoint.get('meta') if 'state_dict' in checkpoint else None
+    save_file(tensors, dst, metadata=dict(meta=json.dumps(meta, default=str))
+              if meta else None)
+
+
+def convert_checkpoint_file(src, dst, convert, trust=None):
     """Load ``src``, convert it and save the result to ``dst``.
 
     Args:
@@ -42,9 +66,7 @@ def convert_checkpoint_file(src, dst, convert, trust=False):
         raise ValueError('dst must differ from src')
     converted = convert(load_checkpoint_file(src, trust=trust),
                         osp.basename(src))
-    # No stand-ins for the source's pickled objects in the new file.
-    converted = plain_containers(converted)
-    torch.save(converted, dst)
+    save_checkpoint(converted, dst)
     return converted
 
 
@@ -126,7 +148,7 @@ def _drop_mismatched_out_norms(model, state_dict, logger):
 
 
 def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
-                          resize_kernels=False, logger=None, trust=False):
+                          resize_kernels=False, logger=None, trust=None):
     """Load DWNet weights into ``model`` from any supported layout.
 
     Unlike a plain non-strict load, a file that matches none of the model's

@@ -4,7 +4,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.utils import import_modules_from_strings
 
 from ..apis import ConfigError, replace_sync_bn
-from ..converters import safe_load
+from ..safe_loading import safe_load
 
 # The frameworks whose configs the tools take.
 SCOPES = ('mmpretrain', 'mmseg', 'mmdet')
@@ -38,14 +38,14 @@ def build_model(cfg, deploy=False):
     return MODELS.build(cfg.model).eval()
 
 
-def load_weights(model, checkpoint, trust=False):
+def load_weights(model, checkpoint, trust=None):
     """Load ``checkpoint`` (read by the safe loader) into ``model``; all
     of the model's tensors must be in it.
 
     Args:
         model (nn.Module): The model.
         checkpoint (str): Its checkpoint file.
-        trust (bool): See :func:`dwnet_mm.converters.safe_load`.
+        trust (bool): See :func:`dwnet_mm.safe_loading.safe_load`.
             Defaults to False.
 
     Returns:

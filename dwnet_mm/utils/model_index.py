@@ -11,31 +11,23 @@ work wherever mmpretrain takes a model name::
     inferencer = ImageClassificationInferencer(
         'dwnet-tiny_8xb128_in1k', pretrained='dwnet-tiny_in1k.pth')
 
-When it happens: ``ModelHub`` lives in ``mmpretrain.apis.model``, whose
-import costs seconds (it imports all of mmpretrain's inferencers and
-models), and most users of dwnet_mm never need it. So ``import dwnet_mm``
-does not import it. :func:`register_on_import` registers the index right
-away if that module is already imported, and otherwise puts a one-shot
-finder on ``sys.meta_path`` that runs the registration just after the
-module's own code, the first time anything imports it, and then removes
-itself. :func:`register_model_index` does the same explicitly.
+When it happens: only when asked, by :func:`register_model_index`
+(``dwnet_mm.register_model_index()``), which imports mmpretrain's
+``ModelHub`` (seconds: it imports all of mmpretrain's inferencers and
+models). ``import dwnet_mm`` imports none of it and installs no import
+hook; the tools that take model names call it themselves.
 
 Where the index is: in the checkout (and editable installs) at the
 repository root; a built wheel carries it, with the configs, under
 ``dwnet_mm/.mim/`` (as OpenMMLab packages do; see setup.py).
 """
-import importlib.abc
 import os.path as osp
-import sys
 import threading
-import warnings
 
-#: The module of mmpretrain that holds ``ModelHub``.
-HUB_MODULE = 'mmpretrain.apis.model'
 INDEX_FILE = 'model-index.yml'
 
 _lock = threading.RLock()
-_state = {'registered': False, 'hook': None}
+_state = {'registered': False}
 
 
 def model_index_path():
@@ -86,76 +78,3 @@ def _register(model_hub):
         model_hub.register_model_index(path, config_prefix=osp.dirname(path))
         _state['registered'] = True
     return True
-
-
-def register_on_import():
-    """Register the index once mmpretrain's ``ModelHub`` is imported.
-
-    Cheap: imports nothing. Called by ``import dwnet_mm``.
-    """
-    module = sys.modules.get(HUB_MODULE)
-    if module is not None and hasattr(module, 'ModelHub'):
-        _register_quietly(module)
-        return
-    with _lock:
-        if _state['hook'] is None and not _state['registered']:
-            _state['hook'] = _ModelHubImportHook()
-            sys.meta_path.insert(0, _state['hook'])
-
-
-def _register_quietly(module):
-    """Register into ``module.ModelHub``; a failure must not break the
-    import of mmpretrain, so it becomes a warning."""
-    try:
-        _register(module.ModelHub)
-    except Exception as e:  # noqa: BLE001
-        warnings.warn(f'dwnet_mm: could not register its model index with '
-                      f'mmpretrain ({type(e).__name__}: {e}); its models are '
-                      'not available by name')
-
-
-def _remove_hook():
-    with _lock:
-        hook, _state['hook'] = _state['hook'], None
-        if hook is not None and hook in sys.meta_path:
-            sys.meta_path.remove(hook)
-
-
-class _ModelHubImportHook(importlib.abc.MetaPathFinder):
-    """Finds ``mmpretrain.apis.model`` with the other finders and wraps its
-    loader, so that the registration runs after the module's code."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != HUB_MODULE:
-            return None
-        # One shot; also keeps the finders below from calling back here.
-        _remove_hook()
-        for finder in list(sys.meta_path):
-            find_spec = getattr(finder, 'find_spec', None)
-            spec = find_spec(fullname, path, target) if find_spec else None
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _RegisteringLoader(spec.loader)
-                return spec
-        return None
-
-
-class _RegisteringLoader(importlib.abc.Loader):
-    """A loader that runs the original one, then registers the index.
-
-    Other attributes (``get_source``, ``get_filename`` ...: tracebacks and
-    ``inspect`` use them) are the original loader's.
-    """
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        _register_quietly(module)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)

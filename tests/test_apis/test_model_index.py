@@ -1,7 +1,7 @@
 """The classification configs by name, through mmpretrain's own API.
 
 ``model-index.yml`` + ``configs/cls/metafile.yml`` are registered with
-mmpretrain's ``ModelHub`` when it is imported after (or before) dwnet_mm;
+mmpretrain's ``ModelHub`` by ``dwnet_mm.register_model_index()``;
 ``get_model``, ``list_models`` and ``ImageClassificationInferencer`` then
 take the names. The import-order and missing-mmpretrain cases run in fresh
 interpreters; the rest in this one.
@@ -19,13 +19,14 @@ from mmengine.registry import DefaultScope
 
 import dwnet_mm  # noqa: F401
 from dwnet_mm.apis import model_index_path, register_model_index
-from dwnet_mm.converters import checkpoint_loading
+from dwnet_mm.safe_loading import checkpoint_loading
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NAME = 'dwnet-tiny_8xb128_in1k'
 CONFIG = osp.join(REPO_ROOT, 'configs', 'cls', f'{NAME}.py')
 
 pytest.importorskip('mmpretrain')
+register_model_index()
 
 
 def index_models():
@@ -138,26 +139,21 @@ def test_inferencer_by_name_reads_a_local_checkpoint(tmp_path,
     assert result['pred_class'] == classes[int(scores.argmax())]
 
 
-def test_import_order_and_laziness():
-    """dwnet_mm does not import mmpretrain's model hub itself, and the
-    names are there whichever of the two is imported first."""
+def test_registration_is_explicit():
+    """Importing dwnet_mm imports nothing of mmpretrain's model hub and
+    hooks nothing; register_model_index() adds the names, whichever of the
+    two was imported first."""
     code = '''
 import sys
+meta_path = list(sys.meta_path)
 import dwnet_mm
 assert 'mmpretrain.apis' not in sys.modules, 'imported by dwnet_mm'
-from mmpretrain.apis import get_model, list_models
-assert 'dwnet-tiny_8xb128_in1k' in list_models('*dwnet*')
-assert not any(type(f).__name__ == '_ModelHubImportHook'
-               for f in sys.meta_path), 'hook left behind'
-print('dwnet_mm first: ok')
-'''
-    result = run_python(code)
-    assert result.returncode == 0, result.stderr[-3000:]
-    code = '''
+assert sys.meta_path == meta_path, 'an import hook was installed'
 from mmpretrain.apis import list_models
-import dwnet_mm
+assert 'dwnet-tiny_8xb128_in1k' not in list_models('*dwnet*')
+dwnet_mm.register_model_index()
 assert 'dwnet-tiny_8xb128_in1k' in list_models('*dwnet*')
-print('mmpretrain first: ok')
+print('ok')
 '''
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]

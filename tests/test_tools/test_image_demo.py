@@ -17,7 +17,7 @@ from mmengine.registry import DefaultScope
 from PIL import Image, ImageDraw
 
 import dwnet_mm  # noqa: F401
-from dwnet_mm.converters import checkpoint_loading
+from dwnet_mm.safe_loading import checkpoint_loading
 from dwnet_mm.demo import SEG_CLASSES, SHAPES
 from tools_helpers import REPO_ROOT, load_tool
 

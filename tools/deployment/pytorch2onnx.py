@@ -116,7 +116,7 @@ def main(argv=None):
 
     import dwnet_mm  # noqa: F401
     from dwnet_mm.apis import ConfigError
-    from dwnet_mm.converters import UnsafeCheckpointError
+    from dwnet_mm.safe_loading import UnsafeCheckpointError
     from dwnet_mm.deployment import (MissingDeployDependency, export_onnx,
                                      max_relative_error, onnxruntime_session,
                                      run_onnxruntime)

@@ -72,7 +72,8 @@ def parse_args(argv=None):
         description='Convert an authors\' DWNet Cascade Mask R-CNN checkpoint '
         '(mmdet 2.x) to mmdet 3.x / dwnet_mm names')
     parser.add_argument('src', help='authors\' checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint (.pth, or .safetensors: weights only, '
+                        'cannot run code when read)')
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
         help='src is trusted: if the safe loader refuses it, unpickle it '
@@ -86,8 +87,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dwnet_mm.converters import (UnsafeCheckpointError,
-                                     convert_checkpoint_file)
+    from dwnet_mm.converters import convert_checkpoint_file
+    from dwnet_mm.safe_loading import UnsafeCheckpointError
 
     def convert(checkpoint, source):
         converted = convert_det_checkpoint(checkpoint, source)

@@ -36,7 +36,8 @@ def parse_args(argv=None):
         description='Convert an authors\' DWNet UPerNet checkpoint '
         '(mmseg 0.x) to mmseg 1.x / dwnet_mm names')
     parser.add_argument('src', help='authors\' checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint (.pth, or .safetensors: weights only, '
+                        'cannot run code when read)')
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
         help='src is trusted: if the safe loader refuses it, unpickle it '
@@ -46,8 +47,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from dwnet_mm.converters import (UnsafeCheckpointError,
-                                     convert_checkpoint_file)
+    from dwnet_mm.converters import convert_checkpoint_file
+    from dwnet_mm.safe_loading import UnsafeCheckpointError
     try:
         converted = convert_checkpoint_file(args.src, args.dst,
                                             convert_seg_checkpoint,

@@ -19,9 +19,9 @@ from collections import OrderedDict
 
 import torch
 
-from dwnet_mm.converters import (UnsafeCheckpointError,
-                                 convert_authors_backbone, is_authors_layout,
-                                 load_checkpoint_file, plain_containers)
+from dwnet_mm.converters import (convert_authors_backbone, is_authors_layout,
+                                 load_checkpoint_file, save_checkpoint)
+from dwnet_mm.safe_loading import UnsafeCheckpointError
 from dwnet_mm.version import __version__
 
 _STAGE_BLOCK = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.')
@@ -140,7 +140,9 @@ def parse_args(argv=None):
         description='Convert an authors\' DWNet ImageNet checkpoint to an '
         'mmpretrain ImageClassifier checkpoint')
     parser.add_argument('src', help='the authors\' .pth file')
-    parser.add_argument('dst', help='output .pth file')
+    parser.add_argument(
+        'dst', help='output file: .pth, or .safetensors (weights only, '
+        'cannot run code when read: the format to share)')
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
         help='src is trusted: if the safe loader refuses it, unpickle it '
@@ -155,10 +157,10 @@ def main(argv=None):
                                           trust=args.trust_checkpoint)
     except UnsafeCheckpointError as e:
         raise SystemExit(f'error: {e}')
-    result = plain_containers(convert(checkpoint, source=args.src))
+    result = convert(checkpoint, source=args.src)
     dst_dir = osp.dirname(osp.abspath(args.dst))
     os.makedirs(dst_dir, exist_ok=True)
-    torch.save(result, args.dst)
+    save_checkpoint(result, args.dst)
     arch = result['meta']['arch']
     print(f'saved {len(result["state_dict"])} tensors to {args.dst}; '
           f'backbone: channels={arch["channels"]} depths={arch["depths"]} '

@@ -16,16 +16,15 @@ TRAINING_KEYS = ('optimizer', 'message_hub', 'param_schedulers', 'scheduler',
                  'lr_scheduler', 'amp', 'ema_state_dict')
 
 
-def publish(in_file, out_file, trust=False):
+def publish(in_file, out_file, trust=None):
     """Write the stripped checkpoint and return its final path.
 
     ``in_file`` is read with dwnet_mm's safe loader (mmengine training
     checkpoints and the authors' files load; nothing in them runs);
     ``trust`` allows full pickle for a trusted file it refuses.
     """
-    from dwnet_mm.converters import plain_containers, safe_load
-    checkpoint = plain_containers(
-        safe_load(in_file, map_location='cpu', trust=trust))
+    from dwnet_mm.safe_loading import safe_load
+    checkpoint = safe_load(in_file, map_location='cpu', trust=trust)
     if not isinstance(checkpoint, dict) or not any(
             k in checkpoint for k in ('state_dict', 'model')):
         raise ValueError(f'{in_file} has no "state_dict" or "model" entry: '
@@ -53,7 +52,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isfile(args.in_file):
         sys.exit(f'error: checkpoint {args.in_file!r} does not exist')
-    from dwnet_mm.converters import UnsafeCheckpointError
+    from dwnet_mm.safe_loading import UnsafeCheckpointError
     try:
         print(publish(args.in_file, args.out_file, args.trust_checkpoint))
     except (ValueError, UnsafeCheckpointError) as e:

@@ -20,23 +20,23 @@ def parse_args(argv=None):
         description='Write the deploy form of a trained DWNet model')
     parser.add_argument('config', help='the training config')
     parser.add_argument('checkpoint', help='its trained weights')
-    parser.add_argument('out', help='where the deploy-form weights go')
+    parser.add_argument('out', help='where the deploy-form weights go '
+                        '(.pth, or .safetensors: weights only)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='unpickle CHECKPOINT with full pickle if the '
                         'safe reader refuses it (runs any code it holds)')
     return parser.parse_args(argv)
 
 
-def reparameterize(config, checkpoint, out, trust=False):
+def reparameterize(config, checkpoint, out, trust=None):
     """Load ``checkpoint`` into ``config``'s model, fold its backbone and
     save the weights to ``out``.
 
     Returns:
         dict: The saved checkpoint (``meta`` and ``state_dict``).
     """
-    import torch
-
     from dwnet_mm.apis import load_config
+    from dwnet_mm.converters import save_checkpoint
     from dwnet_mm.deployment import build_model, load_weights
     from dwnet_mm.version import __version__
     if osp.abspath(checkpoint) == osp.abspath(out):
@@ -49,7 +49,7 @@ def reparameterize(config, checkpoint, out, trust=False):
                   config=osp.basename(config),
                   source=osp.basename(checkpoint)),
         state_dict=model.state_dict())
-    torch.save(saved, out)
+    save_checkpoint(saved, out)
     return saved
 
 

@@ -303,7 +303,7 @@ class DWNet(BaseModule):
                 prefix=cfg.get('prefix'),
                 map_location=cfg.get('map_location', 'cpu'),
                 resize_kernels=cfg.get('resize_kernels', False),
-                trust=cfg.get('trust_checkpoint', False))
+                trust=cfg.get('trust_checkpoint'))
             self._is_init = True
             return
         super().init_weights()
