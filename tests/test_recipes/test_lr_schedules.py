@@ -294,3 +294,21 @@ def test_ade20k_configs_share_one_schedule():
 def test_ade20k(tmp_path):
     cfg = load(SEG_CONFIGS[0])
     assert_same_lrs(mmengine_lrs(cfg, 1, 8, tmp_path), authors_ade_lrs())
+
+
+# The scheduler's own checks --------------------------------------------------
+
+
+def _optimizer():
+    return torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))], lr=1e-3)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(warmup=20, end=300, by_epoch=True), 'convert_to_iter_based'),
+    (dict(warmup=20), 'end'),
+    (dict(warmup=300, end=300), 'warmup'),
+])
+def test_warmup_cosine_refuses(kwargs, message):
+    from dwnet_mm.engine import WarmupCosineLR
+    with pytest.raises(ValueError, match=message):
+        WarmupCosineLR(_optimizer(), **kwargs)
