@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 REL_TOL = 1e-9
 
 
-# The authors' schedules ----------------------------------------------------
+# The authors' schedules ------------------------------------------------------
 
 
 def authors_imagenet_lrs(gpus, batch, accumulation, iters_per_epoch,
@@ -90,7 +90,7 @@ def authors_ade_lrs(max_iters=160000, lr=6e-5, warmup_iters=1500,
     return lrs
 
 
-# mmengine's side ------------------------------------------------------------
+# mmengine's side -------------------------------------------------------------
 
 
 class _LrRecorder(BaseModel):
@@ -176,7 +176,7 @@ def _layout(name):
     return int(gpus), int(batch)
 
 
-# ImageNet ---------------------------------------------------------------------
+# ImageNet --------------------------------------------------------------------
 
 
 def _accumulation(cfg):
@@ -263,7 +263,7 @@ def test_old_imagenet_schedule_differs(tmp_path):
                         authors_imagenet_lrs(8, 128, 1, 4))
 
 
-# COCO and ADE20K ----------------------------------------------------------
+# COCO and ADE20K -------------------------------------------------------------
 
 
 def test_coco_configs_share_one_schedule():
