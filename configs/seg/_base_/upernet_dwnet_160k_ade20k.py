@@ -45,8 +45,9 @@ model = dict(
 # applies it (custom_keys 'norm' on their parameter names): only the stem's
 # and patch mergings' LayerNorms and the output norms norm0..norm3 are
 # exempt; the DW blocks' BNs, the heads' SyncBNs and all biases are
-# decayed. In dwnet_mm's names (the DW blocks' BNs contain "norm" here, not
-# in the authors' code) that is the keys below.
+# decayed. The keys below name those layers in dwnet_mm's names, where
+# some block BNs do contain "norm" (blocks.*.norm, mixer.depthwise_norm: the
+# authors' bn and attn2conv.bn).
 # To exempt every norm layer instead:
 #   --cfg-options optim_wrapper.paramwise_cfg.norm_decay_mult=0
 no_decay = dict(decay_mult=0.)
