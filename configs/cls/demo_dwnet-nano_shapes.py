@@ -3,8 +3,8 @@
 # shapes of data/demo/imagenet (ImageNet class folders, 4 classes, 64x64;
 # written by dwnet_mm.demo) with a 4-stage DWNet of widths 32..256.
 # What differs from the real config: model size, data, a light pipeline
-# (no RandAugment/erasing/Mixup/CutMix), the schedule, and plain fp32
-# OptimWrapper (mmengine's AmpOptimWrapper needs a GPU).
+# (no RandAugment/erasing/Mixup/CutMix), the schedule and a fixed lr, and
+# plain fp32 OptimWrapper (mmengine's AmpOptimWrapper needs a GPU).
 _base_ = './dwnet-tiny_8xb128_in1k.py'
 
 classes = ('circle', 'square', 'star', 'triangle')  # sorted folder names
@@ -39,6 +39,7 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=1,
     persistent_workers=True,
+    drop_last=False,
     dataset=dict(
         data_root=data_root,
         metainfo=dict(classes=classes),
@@ -90,4 +91,5 @@ default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1, save_best=None))
 randomness = dict(seed=0)
-auto_scale_lr = dict(base_batch_size=32)
+# A fixed lr (the ImageNet recipe scales it with the total batch).
+auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -18,7 +18,8 @@ EXPECTED = {
     'dynamic-dwnet-tiny_8xb128_in1k.py':
     ('tiny', 'dynamic', 7, 0.2, 768, 'AmpOptimWrapper', 128, 224, 51),
     'i-dynamic-dwnet-tiny_8xb128_in1k.py':
-    ('tiny', 'i_dynamic', 7, 0.2, 768, 'AmpOptimWrapper', 128, 224, 26),
+    ('tiny', 'i_dynamic', 7, 0.2, 768, 'MicroBatchClipOptimWrapper', 64, 224,
+     26),
     'dwnet-base_16xb64_in1k.py':
     ('base', 'static', 7, 0.5, 1024, 'OptimWrapper', 64, 224, 74),
     'dynamic-dwnet-base_16xb64_in1k.py':
@@ -75,28 +76,33 @@ def test_recipe(name):
     assert optim.clip_grad == dict(max_norm=5.0)
     assert optim.paramwise_cfg == dict(
         norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0)
-    warmup, cosine = cfg.param_scheduler
-    assert warmup.type == 'LinearLR' and warmup.start_factor == 1e-3
-    assert cosine.type == 'CosineAnnealingLR'
-    assert cosine.begin == warmup.end
+    scheduler, = cfg.param_scheduler
+    assert scheduler.type == 'WarmupCosineLR'
+    assert (scheduler.warmup_ratio, scheduler.eta_min_ratio) == (1e-3, 1e-2)
+    assert scheduler.by_epoch and scheduler.convert_to_iter_based
+    assert 'end' not in scheduler  # the run's length
     if size == 224:
         assert (optim.optimizer.lr, optim.optimizer.weight_decay) == (1e-3,
                                                                       0.05)
-        assert (warmup.end, cosine.eta_min) == (20, 1e-5)
+        assert scheduler.warmup == 20
         assert cfg.train_cfg.max_epochs == 300
         assert 'init_cfg' not in backbone
     else:
         assert (optim.optimizer.lr, optim.optimizer.weight_decay) == (1e-5,
                                                                       1e-8)
+        assert scheduler.warmup == 5
         assert cfg.train_cfg.max_epochs == 30
         assert backbone.init_cfg.type == 'Pretrained'
         assert backbone.init_cfg.get('resize_kernels', False) == (k != 7)
         assert head.init_cfg == dict(
             type='Pretrained', prefix='head',
             checkpoint=backbone.init_cfg.checkpoint)
-    assert cfg.auto_scale_lr.base_batch_size == 1024
-    total = int(name.split('_')[-2].split('xb')[0]) * batch
-    assert total == 1024 and f'xb{batch}_' in name
+    # 1024 images per update (tests/test_recipes checks the lr scaling).
+    accumulation = optim.get('accumulative_counts', 1)
+    assert cfg.auto_scale_lr == dict(enable=True,
+                                     base_batch_size=1024 // accumulation)
+    total = int(name.split('_')[-2].split('xb')[0]) * batch * accumulation
+    assert total == 1024 and f'xb{batch * accumulation}_' in name
     assert cfg.train_dataloader.batch_size == batch
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
         assert (evaluator.type, evaluator.topk) == ('Accuracy', (1, 5))

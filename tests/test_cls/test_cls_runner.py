@@ -93,9 +93,9 @@ def small_config(name, data_root, work_dir, save_checkpoints=False):
         # A 3-class subset: ImageNet's 1000 names would not match 3 folders.
         loader.dataset.metainfo = dict(classes=WNIDS)
         _shrink_pipeline(loader.dataset.pipeline)
-    # Same schedulers, one warm-up epoch then cosine.
-    warmup, cosine = cfg.param_scheduler
-    warmup.end = cosine.begin = 1
+    # Same scheduler: one warm-up epoch in a 2-epoch cosine.
+    scheduler, = cfg.param_scheduler
+    scheduler.warmup = 1
     cfg.train_cfg.max_epochs = 2
     cfg.default_hooks.logger.interval = 1
     if not save_checkpoints:

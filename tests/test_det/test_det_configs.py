@@ -97,10 +97,15 @@ def test_recipe(config_name):
     assert optim.optimizer == dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05,
         fused=True)
-    assert optim.paramwise_cfg == dict(norm_decay_mult=0.)
+    # The authors' partition (tests/test_recipes checks it on the models).
+    no_decay = dict(decay_mult=0.)
+    assert optim.paramwise_cfg == dict(custom_keys={
+        'backbone.patch_embed.norm': no_decay,
+        'downsample.norm': no_decay,
+        'backbone.norm': no_decay})
     warmup, steps = cfg.param_scheduler
     assert warmup == dict(type='LinearLR', start_factor=0.001,
-                          by_epoch=False, begin=0, end=500)
+                          by_epoch=False, begin=0, end=501)
     assert steps == dict(type='MultiStepLR', begin=0, end=36, by_epoch=True,
                          milestones=[27, 33], gamma=0.1)
     assert cfg.train_cfg.type == 'EpochBasedTrainLoop'

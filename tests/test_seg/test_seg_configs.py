@@ -76,12 +76,18 @@ def test_recipe(config_name):
     assert optim.optimizer == dict(
         type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01,
         fused=True)
-    assert optim.paramwise_cfg == dict(norm_decay_mult=0.)
+    # The authors' partition (tests/test_recipes checks it on the models).
+    no_decay = dict(decay_mult=0.)
+    assert optim.paramwise_cfg == dict(custom_keys={
+        'backbone.patch_embed.norm': no_decay,
+        'downsample.norm': no_decay,
+        'backbone.norm': no_decay})
+    # Their product is the authors' schedule (tests/test_recipes).
     warmup, poly = cfg.param_scheduler
     assert warmup == dict(type='LinearLR', start_factor=1e-6,
-                          by_epoch=False, begin=0, end=1500)
-    assert poly == dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500,
-                        end=160000, by_epoch=False)
+                          by_epoch=False, begin=0, end=1501)
+    assert poly == dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0,
+                        end=160001, by_epoch=False)
     assert cfg.train_cfg.type == 'IterBasedTrainLoop'
     assert cfg.train_cfg.max_iters == 160000
 
@@ -116,9 +122,12 @@ def test_tta_is_one_flag_away():
     tta = [t for t in cfg.tta_pipeline if t.type == 'TestTimeAug']
     assert len(tta) == 1
     resizes, flips = tta[0].transforms[:2]
-    assert [t.scale_factor for t in resizes] == [
-        0.5, 0.75, 1.0, 1.25, 1.5, 1.75
+    # The authors' ratios of the (2048, 512) test scale, aspect kept.
+    assert [tuple(t.scale) for t in resizes] == [
+        (1024, 256), (1536, 384), (2048, 512), (2560, 640), (3072, 768),
+        (3584, 896)
     ]
+    assert all(t.keep_ratio for t in resizes)
     assert sorted(t.prob for t in flips) == [0., 1.]
 
 
