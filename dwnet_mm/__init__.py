@@ -1,8 +1,9 @@
 """DWNet for OpenMMLab: one backbone for mmpretrain, mmdet and mmseg.
 
 Importing this package registers, in mmengine's root registries (and so for
-every OpenMMLab framework): the ``DWNet`` backbone, the
-``LayerDecayOptimWrapperConstructor`` and the ``ImageNetReaLAccuracy`` metric,
+every OpenMMLab framework): the ``DWNet`` backbone, the recipes'
+``WarmupCosineLR`` schedule and ``MicroBatchClipOptimWrapper``, the
+``LayerDecayOptimWrapperConstructor``, the ``ImageNetReaLAccuracy`` metric,
 and for the paper's ablations the ``SwinAblation`` builder and the norms
 ``LN2d``, ``CCBN``, ``TokenBN`` and ``TokenCCBN``.
 It needs only torch, mmengine and mmcv; framework-specific helpers ask for
