@@ -53,9 +53,9 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 import zipfile
@@ -72,25 +72,26 @@ LIMITS = {
     'cpu': dict(environment=120, reference=400, triton=200, amp=300,
                 benchmark=300, detector=300),
 }
-# tests/test_reference on the CPU: one case of each test (CI runs the
-# whole CPU parametrisation in its own suite).
+# tests/test_reference on the CPU: one case of each backbone test and the
+# classifier's, to keep the selection working (CI runs the whole CPU
+# parametrisation in its own suite).
 CPU_REFERENCE_KEYWORD = (
     'cpu and (test_eval_outputs[cpu-i_dynamic-True-True-deploy '
     'or test_train_step_float32[cpu-i_dynamic-False '
     'or test_backbone_autocast[cpu-bf16-i_dynamic-training '
     'or test_classifier_autocast[cpu-bf16-static '
-    'or test_classifier[cls/dwnet-tiny_8xb128_in1k.py-training '
-    'or test_segmentor_autocast or test_segmentor[training '
-    'or test_cascade_backbone_and_fpn[cpu-bf16-static '
-    'or test_detector[det/cascade_dwnet_tiny_3x.py-training) '
+    'or test_classifier[cls/dwnet-tiny_8xb128_in1k.py-training) '
     'or test_a_wrong_model')
 # Triton kernel vs fp64, relative L2 error of the output and of each
 # gradient: fp32 inputs sum in fp32; bf16/fp16 inputs are rounded (half an
 # ulp: 2**-9 / 2**-12 per element) and so is the output.
 TRITON_TOL = {'fp32': 1e-5, 'bf16': 1e-2, 'fp16': 2e-3}
 # AMP step's loss against fp32's (relative): cross-entropy of 1000 classes
-# at random init, logits off by the autocast's rounding.
-AMP_LOSS_TOL = {'bf16': 2e-2, 'fp16': 4e-3}
+# at random init, logits off by the autocast's rounding (measured on the
+# CPU, bf16, batch 2: 1.4e-3 static, 2.2e-3 dynamic, 1.1e-2 I-Dynamic,
+# whose kernel generators' train-mode BN over 2 pooled samples is
+# ill-conditioned).
+AMP_LOSS_TOL = {'bf16': 3e-2, 'fp16': 5e-3}
 # Issue #36's targets, vs Swin-T, every mode and dtype.
 TARGETS = {'dwnet_tiny': 1.3, 'dynamic_dwnet_tiny': 1.2,
            'i_dynamic_dwnet_tiny': 1.0}
@@ -101,7 +102,8 @@ CLS_CONFIGS = {
 }
 DET_CONFIG = 'configs/det/cascade_dwnet_tiny_3x.py'
 NO_MMCV_OPS = 'GPU_CHECK_NO_MMCV_OPS'
-# --device cpu: the benchmark's command kept working, on two models.
+# --device cpu: the benchmark's command kept working, on two models (the
+# train form, inference and training step).
 CPU_BENCHMARK_MODELS = ('i_dynamic_dwnet_tiny', 'swin_tiny')
 
 
@@ -270,6 +272,11 @@ def worker_reference(args):
     extra = []
     if args.device == 'cuda' and importlib.util.find_spec('xdist'):
         extra = ['-n', '4']  # models are built on the CPU side
+    if args.device == 'cpu':
+        skipped.append(dict(
+            what='the segmentor and detector cases, and all but one case of '
+            'each other test', why='--device cpu keeps the check short; CI '
+            "runs the whole CPU parametrisation in the project's suite"))
     junit = Path(args.scratch) / 'reference.xml'
     code = run_pytest(files, keyword, junit, extra)
     cases = read_junit(junit)
@@ -321,10 +328,10 @@ def worker_triton(args):
             w = (torch.randn(B, G * k * k, H, W, device=args.device) /
                  k).to(dtype)
             grad = torch.randn(B, C, H, W, device=args.device).to(dtype)
-            assert triton_i_dynamic_supported(x), 'the kernel is not taken'
             results = {}
             for path, switch in (('triton', '1'), ('pytorch', '0')):
                 os.environ['DWNET_MM_TRITON'] = switch
+                assert triton_i_dynamic_supported(x) == (path == 'triton')
                 xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
                 out = inhomogeneous_dynamic_conv(xs, ws, k)
                 out.backward(grad)
@@ -697,7 +704,7 @@ def run_benchmark(args, env, limit, log, out):
                   '--batch-size', '2', '--size', '64', '--repeats', '1',
                   '--warmup', '0', '--gemm-size', '128', '--no-memory',
                   '--threads', str(min(2, os.cpu_count() or 1)),
-                  '--models', *CPU_BENCHMARK_MODELS]
+                  '--models', *CPU_BENCHMARK_MODELS, '--forms', 'train']
     runs, results, failures = {}, {}, []
     start = time.perf_counter()
     for dtype in ('fp32', 'bf16'):
@@ -786,8 +793,8 @@ def markdown(summary):
     ]
     for name in SECTIONS:
         sec = s['sections'][name]
-        lines.append(f'| {name} | {sec["status"]} | {sec.get("seconds", 0):.0f}'
-                     f' | {sec.get("summary", "")} |')
+        lines.append(f'| {name} | {sec["status"]} | '
+                     f'{sec.get("seconds", 0):.0f} | {sec.get("summary", "")} |')
     skips = [(name, part) for name in SECTIONS
              for part in s['sections'][name].get('skipped', [])]
     if skips:
@@ -909,8 +916,10 @@ def main(argv=None):
     out = Path(args.out)
     out = out if out.is_absolute() else ROOT / out
     out.mkdir(parents=True, exist_ok=True)
-    scratch = out / '.scratch'
-    scratch.mkdir(exist_ok=True)
+    # The workers' results and JUnit files stay out of --out: a lent
+    # machine sends back at most 8 files.
+    scratch_dir = tempfile.TemporaryDirectory(prefix='gpu_check_')
+    scratch = Path(scratch_dir.name)
     (out / 'gpu_check.log').unlink(missing_ok=True)
     log = Log(out / 'gpu_check.log')
     command = 'tools/gpu_check.sh ' + ' '.join(argv if argv is not None
