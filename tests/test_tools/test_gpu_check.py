@@ -1,7 +1,8 @@
 """tools/gpu_check.sh: the GPU check's steps run on the CPU (``--device
 cpu``: small sizes, Triton's interpreter, the benchmark untimed), so that
 the command a lent GPU machine runs does not rot. Its summary must account
-for every section: passed, or skipped with a reason."""
+for every section: passed, or skipped with a reason. (About 4 minutes of
+CPU time; the time limit is a safety net for busy CI machines.)"""
 import importlib.util
 import json
 import os
@@ -16,7 +17,7 @@ from tools_helpers import REPO_ROOT, load_tool
 SECTIONS = ('reference', 'triton', 'amp', 'benchmark', 'detector')
 
 
-def gpu_check(out, *args, timeout=600):
+def gpu_check(out, *args, timeout=1500):
     env = dict(os.environ, PYTHON=sys.executable)
     result = subprocess.run(
         ['bash', f'{REPO_ROOT}/tools/gpu_check.sh', '--device', 'cpu',
@@ -55,8 +56,7 @@ def test_gpu_check_on_cpu(tmp_path):
                   'test_autocast_vs_reference::test_backbone_autocast',
                   'test_autocast_vs_reference::'
                   'test_a_wrong_model_misses_the_bf16_tolerance',
-                  'test_autocast_vs_reference::test_classifier_autocast',
-                  'test_pipelines_vs_reference::test_classifier'):
+                  'test_autocast_vs_reference::test_classifier_autocast'):
         assert tests.get(group, {}).get('passed', 0) > 0, (group, tests)
     assert not any(c.get('failed') for c in tests.values())
 
@@ -80,8 +80,8 @@ def test_gpu_check_on_cpu(tmp_path):
     bench = sections['benchmark']
     assert {r['model'] for r in bench['details']['rows']} == {
         'i_dynamic_dwnet_tiny', 'swin_tiny'}
-    assert {r['dtype'] for r in bench['details']['rows']} == {'fp32', 'bf16'}
-    assert (tmp_path / 'benchmark_bf16.json').exists()
+    assert {r['mode'] for r in bench['details']['rows']} == {'infer', 'train'}
+    assert (tmp_path / 'benchmark_fp32.json').exists()
 
     detector = sections['detector']['details']
     assert detector['step'] == 'Cascade Mask R-CNN train_step'
