@@ -197,7 +197,7 @@ def summarise_cases(cases):
 
 def pytest_status(code, cases):
     counts = Counter(outcome for _, outcome, _ in cases)
-    if code == 0 and counts['passed']:
+    if code == 0 and counts['passed'] and not counts['failed']:
         return 'passed'
     return 'failed'
 

@@ -106,7 +106,9 @@ def test_segmentor_autocast(device, dtype, tmp_path):
     expected, _ = seg_run(reference, x)
     with autocast(device, dtype):
         outputs, _ = seg_run(model, x)
-    for name in ('decode_head', 'auxiliary_head', 'seg_logits'):
+    # seg_logits: the decode head's output, resized (its own forward hook
+    # never fires: decode_head.predict calls its forward directly).
+    for name in ('auxiliary_head', 'seg_logits'):
         assert_close(outputs[name], expected[name], TOL[dtype])
 
 
