@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export DWNET_VENV := $(abspath $(VENV))
 
-.PHONY: install test demo
+.PHONY: install test demo gpu-wheels gpu-check
 
 ## install: create .venv with the pinned reference stack (no-op when current)
 install:
@@ -16,3 +16,13 @@ test: install
 ## demo: install if needed, then train/evaluate cls, det and seg on synthetic data
 demo: install
 	$(PYTHON) tools/demo.py
+
+## gpu-wheels: download into .wheels/ what a GPU machine with PyTorch but
+## no OpenMMLab packages needs to run `make gpu-check` offline
+gpu-wheels:
+	@bash tools/prepare_gpu_wheels.sh
+
+## gpu-check: CUDA correctness and speed in one run (results/gpu_check/);
+## GPU_CHECK_ARGS='--device cpu' for the quick CPU run of the same steps
+gpu-check:
+	@bash tools/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -2,7 +2,8 @@
 alone: every conv_type, classification and dense outputs, pad_to_window on
 and off, odd sizes; the training form, the deploy form and the PyTorch-ops
 fallback in eval; gradients and BN statistics in train mode; the documented
-checkpoint routes. Weights and BN statistics are random."""
+checkpoint routes; on the CPU, and on CUDA where a GPU is present (TF32 off,
+``conftest.py``). Weights and BN statistics are random."""
 import pytest
 import torch
 from torch import nn
@@ -17,6 +18,8 @@ CONV_TYPES = ('static', 'dynamic', 'i_dynamic')
 SIZES = [(1, 250, 330), (2, 224, 224)]
 FP32_TOL = 1e-4
 FP64_TOL = 1e-10
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs CUDA'))]
 
 
 def build_pair(conv_type, dense, pad_to_window=False, seed=0, kernel_size=7,
@@ -34,10 +37,10 @@ def build_pair(conv_type, dense, pad_to_window=False, seed=0, kernel_size=7,
     return reference, model
 
 
-def image(batch, height, width, seed=1, dtype=torch.float32):
+def image(batch, height, width, seed=1, dtype=torch.float32, device='cpu'):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, height, width, generator=generator,
-                       dtype=torch.float64).to(dtype)
+                       dtype=torch.float64).to(device, dtype)
 
 
 def assert_outputs_equal(outs, expected, tol):
@@ -54,15 +57,18 @@ def assert_outputs_equal(outs, expected, tol):
 @pytest.mark.parametrize('dense,pad_to_window', [(False, False),
                                                  (True, False), (True, True)])
 @pytest.mark.parametrize('conv_type', CONV_TYPES)
-def test_eval_outputs(conv_type, dense, pad_to_window, form, monkeypatch):
+@pytest.mark.parametrize('device', DEVICES)
+def test_eval_outputs(device, conv_type, dense, pad_to_window, form,
+                      monkeypatch):
     reference, model = build_pair(conv_type, dense, pad_to_window)
-    assert_eval_outputs_equal(model, reference, form, monkeypatch)
+    assert_eval_outputs_equal(model, reference, form, monkeypatch, device)
 
 
-def assert_eval_outputs_equal(model, reference, form, monkeypatch):
+def assert_eval_outputs_equal(model, reference, form, monkeypatch,
+                              device='cpu'):
     """Eval outputs at :data:`SIZES`, DWNet in ``form``: 'training',
     'deploy' or 'pytorch_ops' (no native or Triton kernels)."""
-    reference.eval(), model.eval()
+    reference.to(device).eval(), model.to(device).eval()
     if form == 'deploy':
         model.switch_to_deploy()
     if form == 'pytorch_ops':
@@ -70,7 +76,7 @@ def assert_eval_outputs_equal(model, reference, form, monkeypatch):
         monkeypatch.setenv('DWNET_MM_TRITON', '0')
     with torch.no_grad():
         for batch, height, width in SIZES:
-            x = image(batch, height, width)
+            x = image(batch, height, width, device=device)
             assert_outputs_equal(model(x), reference(x), FP32_TOL)
 
 
@@ -111,6 +117,7 @@ def train_step(model, x, seed=2, frozen_norms=False):
                 module.eval()
     outs = model(x)
     generator = torch.Generator().manual_seed(seed)
+    # Drawn on the CPU: the same projection on every device.
     loss = sum((out * torch.randn(out.shape, generator=generator,
                                   dtype=torch.float64).to(out)).sum()
                for out in outs)
@@ -163,7 +170,8 @@ def test_train_step_float64(conv_type):
 
 @pytest.mark.parametrize('with_cp', [False, True])
 @pytest.mark.parametrize('conv_type', CONV_TYPES)
-def test_train_step_float32(conv_type, with_cp):
+@pytest.mark.parametrize('device', DEVICES)
+def test_train_step_float32(device, conv_type, with_cp):
     """float32 runs the native backward kernels. Train-mode BN over the
     two pooled samples of a dynamic kernel generator is ill-conditioned
     (float32 runs of the reference itself differ from float64 by up to
@@ -172,9 +180,11 @@ def test_train_step_float32(conv_type, with_cp):
     recomputes each block in backward; the statistics must still be
     updated once per step."""
     reference, model = build_pair(conv_type, dense=True, with_cp=with_cp)
-    x = image(2, 90, 122)
+    reference.to(device), model.to(device)
+    x = image(2, 90, 122, device=device)
     assert_gradients_equal(model, reference, x, FP32_TOL, frozen_norms=True)
     reference, model = build_pair(conv_type, dense=True, with_cp=with_cp)
+    reference.to(device), model.to(device)
     train_step(model, x), train_step(reference, x)
     assert_norm_statistics_equal(model, reference, FP32_TOL)
 
