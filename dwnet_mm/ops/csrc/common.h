@@ -34,14 +34,6 @@ inline const float* optional_channels(const c10::optional<at::Tensor>& t,
   return t->data_ptr<float>();
 }
 
-// rows x C values in place: x = GELU(x + bias), bias (C, ) or nullptr; on
-// the calling thread (activation.cpp).
-void bias_gelu_rows(float* x, const float* bias, int64_t C, int64_t rows);
-
-// count values: act = GELU(x), then x = GELU'(x), on the calling thread
-// (activation.cpp).
-void gelu_and_slope(float* x, float* act, int64_t count);
-
 }  // namespace dwnet_mm
 
 // Runs __VA_ARGS__ with the kernel size K as the constant kK.
