@@ -31,7 +31,7 @@ CHECK = textwrap.dedent('''
 
     def reference(x, w, k):
         """fp64 PyTorch ops (the interpreter flag is off for CPU
-        tensors only through triton_i_dynamic_supported)."""
+        tensors only through dwnet_mm.ops.backend_for)."""
         B, G, k2, H, W = w.shape
         cols = torch.nn.functional.unfold(x.double().cpu(), k,
                                           padding=k // 2)

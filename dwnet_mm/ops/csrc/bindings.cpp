@@ -6,10 +6,12 @@
 
 void register_depthwise_conv(pybind11::module& m);
 void register_i_dynamic_conv(pybind11::module& m);
+void register_i_dynamic_backward(pybind11::module& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_supported", &dwnet_mm::cpu_supported,
         "Whether this CPU has the AVX2 and FMA instructions the kernels use");
   register_depthwise_conv(m);
   register_i_dynamic_conv(m);
+  register_i_dynamic_backward(m);
 }

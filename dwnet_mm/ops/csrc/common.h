@@ -34,6 +34,14 @@ inline const float* optional_channels(const c10::optional<at::Tensor>& t,
   return t->data_ptr<float>();
 }
 
+// The interleaved channel order of the I-Dynamic kernels needs G to be a
+// multiple of 8 that divides C.
+inline void check_groups(const at::Tensor& x, int64_t G) {
+  TORCH_CHECK(G % kLanes == 0 && x.size(3) % G == 0,
+              "the interleaved kernels need groups a multiple of 8 that "
+              "divides C, got ", G, " groups of ", x.size(3), " channels");
+}
+
 }  // namespace dwnet_mm
 
 // Runs __VA_ARGS__ with the kernel size K as the constant kK.
