@@ -2,12 +2,13 @@
 (:func:`depthwise_conv`) or per image and channel
 (:func:`dynamic_depthwise_conv`).
 
-Backends (:func:`.backend.backend_for`): the native CPU kernels
-(:class:`DepthwiseConvNative`, one autograd Function for both ops), else
-PyTorch's conv, whose channels-last kernels take the NHWC memory as it is
-(the dynamic conv folds the batch into the channel groups), else, while
-exporting to ONNX, k*k shifted products (the dynamic conv's group count
-would be fixed at export).
+The static conv runs in PyTorch's conv, whose channels-last kernels (oneDNN
+on CPUs) take the NHWC memory as it is: the native kernels did not beat it
+by 15% on DWNet-T in the benchmark (docs/speed.md). The dynamic conv
+(:func:`.backend.backend_for`) runs in the native CPU kernels
+(:class:`DepthwiseConvNative`), else in one grouped conv with the batch
+folded into the channel groups, else, while exporting to ONNX, as k*k
+shifted products (the group count would be fixed at export).
 """
 import torch
 import torch.nn.functional as F
@@ -80,9 +81,6 @@ def depthwise_conv(x, weight, bias=None, relu=False):
         Tensor: (N, H, W, C), NHWC-contiguous.
     """
     C, _, k, _ = weight.shape
-    if _runs_native(x, k):
-        return _native(x, weight.reshape(C, k * k).t().reshape(k, k, C),
-                       bias, relu)
     H, W = x.shape[1:3]
     # The permuted NHWC tensor is a channels-last NCHW one: the conv runs
     # in PyTorch's NHWC kernels and returns channels-last memory.

@@ -40,12 +40,15 @@ def reference(x, weight, bias=None):
 
 
 def depthwise_conv_nhwc(x, weight, bias=None, relu=False):
-    """The op of (C, 1, k, k) or per-image (N, C, k, k) kernels; with C a
-    multiple of 8 and k of 3, 5, 7, 9 it runs the native kernels."""
+    """The native kernels with (C, 1, k, k) or per-image (N, C, k, k)
+    kernels (C a multiple of 8, k of 3, 5, 7, 9): through the dynamic
+    conv's op, or directly for one kernel per channel."""
     assert depthwise_module._runs_native(x, weight.shape[-1])
-    if weight.shape[1] == 1:
-        return depthwise_conv(x, weight, bias, relu)
-    return dynamic_depthwise_conv(x, weight, bias, relu)
+    if weight.shape[1] != 1:
+        return dynamic_depthwise_conv(x, weight, bias, relu)
+    C, _, k, _ = weight.shape
+    return depthwise_module._native(
+        x, weight.reshape(C, k * k).t().reshape(k, k, C), bias, relu)
 
 
 @needs_native

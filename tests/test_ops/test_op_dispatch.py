@@ -263,9 +263,11 @@ def _spy(monkeypatch, module, name, calls):
 
 @pytest.mark.skipif(native_ops() is None, reason='no native kernels here')
 def test_backends_chosen(monkeypatch):
-    """Native kernels for fp32 (the I-Dynamic conv's autograd Function with
-    autograd), never for even kernels or groups that are not a multiple of
-    8, nor with the kernels switched off."""
+    """Native kernels for fp32 dynamic and I-Dynamic convs (the I-Dynamic
+    conv's autograd Function with autograd), never for even kernels or
+    groups that are not a multiple of 8, nor with the kernels switched off;
+    the static conv always in PyTorch's conv (the native kernels did not
+    win on the whole model)."""
     calls = []
     _spy(monkeypatch, native_ops(), 'depthwise_conv_nhwc', calls)
     _spy(monkeypatch, native_ops(), 'i_dynamic_conv_nhwc', calls)
@@ -279,7 +281,7 @@ def test_backends_chosen(monkeypatch):
         with torch.no_grad():
             i_dynamic_conv(x, module.hidden_features(x),
                            *_generator(module), k, G)
-        assert len(calls) == (3 if native else 2 * (k % 2))
+        assert len(calls) == (2 if native else k % 2)
     module = InhomogeneousDynamicConv2d(32, 7, i_dynamic_groups=8).eval()
     out = i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
                          7, 8)
@@ -287,7 +289,7 @@ def test_backends_chosen(monkeypatch):
         or _in_graph(out, InhomogeneousDynamicConvFunction)
     calls.clear()
     set_native(False)
-    depthwise_conv(x, torch.randn(32, 1, 7, 7))
+    dynamic_depthwise_conv(x, torch.randn(2, 32, 7, 7))
     out = i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
                          7, 8)
     assert not calls and not _in_graph(out, InhomogeneousDynamicConvFunction)
