@@ -211,9 +211,11 @@ def i_dynamic_conv(x, hidden, weight, bias, kernel_size, groups,
     if where == 'native' and not _runs_native(x, k, groups):
         where = 'torch'
     if where == 'triton':
+        # The scale and the output bias applied in the kernel.
         out = _triton(x, hidden, weight, bias, k, groups, input_scale,
                       out_bias, interleaved)
-    elif where == 'native' and not needs_autograd(
+        return (F.relu(out) if relu else out).contiguous()
+    if where == 'native' and not needs_autograd(
             x, hidden, weight, bias, input_scale, out_bias):
         to_native = (lambda t: t) if interleaved else (
             lambda t: None if t is None else _interleave(t, groups))
@@ -232,20 +234,18 @@ def i_dynamic_conv(x, hidden, weight, bias, kernel_size, groups,
             _detached(bias), k, _detached(to_native(input_scale)),
             _detached(to_native(out_bias)), relu, -(-pixels // chunks))
         return out if interleaved else _group(out, groups)
+    kernels = F.linear(hidden, weight, bias)
+    if input_scale is not None:
+        x = x * input_scale
+    if where in ('native', 'trace'):
+        N, H, W, C = x.shape
+        x_native = x if interleaved else _interleave(x, groups)
+        out = InhomogeneousDynamicConvFunction.apply(
+            x_native.contiguous(), kernels.view(N, H * W, k * k, groups), k)
+        if not interleaved:
+            out = _group(out, groups)
     else:
-        kernels = F.linear(hidden, weight, bias)
-        if input_scale is not None:
-            x = x * input_scale
-        if where in ('native', 'trace'):
-            N, H, W, C = x.shape
-            x_native = x if interleaved else _interleave(x, groups)
-            out = InhomogeneousDynamicConvFunction.apply(
-                x_native.contiguous(), kernels.view(N, H * W, k * k, groups),
-                k)
-            if not interleaved:
-                out = _group(out, groups)
-        else:
-            out = _pytorch_form(x, kernels, k, groups, interleaved)
+        out = _pytorch_form(x, kernels, k, groups, interleaved)
     if out_bias is not None:
         out = out + out_bias
     return (F.relu(out) if relu else out).contiguous()
