@@ -1,5 +1,9 @@
+import glob
+import os
 import os.path as osp
+import platform
 import shutil
+import warnings
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -31,6 +35,52 @@ class BuildPyWithModelIndex(build_py):
                 self.copy_file(src, dst)
 
 
+def native_extension():
+    """The CPU kernels (dwnet_mm/ops/csrc) as ``dwnet_mm._ext``, compiled
+    by torch's extension builder, as mmcv builds its ops; ([], None) where
+    they cannot be built here (no torch in the build environment, not an
+    x86-64 CPU, or ``DWNET_MM_NATIVE=0``): the layers then run on PyTorch
+    ops."""
+    if os.environ.get('DWNET_MM_NATIVE', '1').strip() == '0' or \
+            platform.machine().lower() not in ('x86_64', 'amd64'):
+        return [], None
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        warnings.warn('dwnet_mm: torch is not importable while building, so '
+                      'its CPU kernels are not compiled (build with '
+                      '--no-build-isolation)')
+        return [], None
+
+    class OptionalBuildExtension(BuildExtension):
+        """A failed compile leaves an installable package without the
+        kernels (dwnet_mm.ops then warns once and uses PyTorch ops)."""
+
+        def run(self):
+            try:
+                super().run()
+            except Exception as error:  # a missing compiler or header
+                warnings.warn(
+                    f'dwnet_mm: could not build its CPU kernels ({error}); '
+                    'installing without them: the layers run on PyTorch ops')
+
+    # at::parallel_for runs its loop serially in code compiled without
+    # OpenMP; linked with it, the kernels join torch's libgomp.
+    openmp = ['-fopenmp'] if platform.system() == 'Linux' else []
+    sources = sorted(glob.glob('dwnet_mm/ops/csrc/*.cpp'))
+    extension = CppExtension(
+        'dwnet_mm._ext', sources,
+        extra_compile_args=['-O3', '-g0'] + openmp,
+        extra_link_args=openmp)
+    return [extension], OptionalBuildExtension.with_options(use_ninja=True)
+
+
+EXT_MODULES, BUILD_EXT = native_extension()
+CMDCLASS = {'build_py': BuildPyWithModelIndex}
+if BUILD_EXT is not None:
+    CMDCLASS['build_ext'] = BUILD_EXT
+
+
 def get_version():
     scope = {}
     with open('dwnet_mm/version.py') as f:
@@ -57,8 +107,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['dwnet_mm', 'dwnet_mm.*']),
-    # The C++ sources are compiled on first use (dwnet_mm/ops/native.py).
-    package_data={'dwnet_mm.ops': ['csrc/*.cpp', 'csrc/*.h']},
+    ext_modules=EXT_MODULES,
     python_requires='>=3.8',
     # torch 2.4 is the first with what the code calls:
     # torch.is_autocast_enabled(device_type), torch.get_autocast_dtype and
@@ -78,6 +127,6 @@ setup(
         'safetensors>=0.4',
     ],
     extras_require=extras,
-    cmdclass={'build_py': BuildPyWithModelIndex},
+    cmdclass=CMDCLASS,
     zip_safe=False,
 )

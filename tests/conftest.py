@@ -54,3 +54,13 @@ def torch_load_calls(monkeypatch):
 
     monkeypatch.setattr(torch, 'load', spy)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend_switches():
+    """A test that turns dwnet_mm's kernels off (``set_native(False)``,
+    ``pytorch_ops()``) leaves them as they were for the next one."""
+    from dwnet_mm.ops import set_native, set_triton, use_native, use_triton
+    saved = use_native(), use_triton()
+    yield
+    set_native(saved[0]), set_triton(saved[1])

@@ -21,8 +21,10 @@ log() { echo "[install] $*"; }
 # index folders, keeping its exit status.
 quiet_pip() { "$@" > >(grep -v 'is ignored: it is neither' >&2) 2>&1; }
 
+# The C++ sources too: an editable install compiles them (setup.py).
 fingerprint=$(cat "$CONSTRAINTS" "$ROOT/requirements/tests.txt" \
-    "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+    "$ROOT/setup.py" "${BASH_SOURCE[0]}" "$ROOT"/dwnet_mm/ops/csrc/* |
+    sha256sum | cut -c1-16)
 if [[ -f $STAMP && $(cat "$STAMP") == "$fingerprint" ]]; then
     log "environment up to date: $VENV"
     exit 0
@@ -80,12 +82,14 @@ else
 fi
 pip_install "$WHEEL_DIR"/mmcv-*.whl
 
-log "installing mmengine, mmpretrain, mmdet, mmsegmentation and dwnet_mm (editable)"
-pip_install -r "$ROOT/requirements/tests.txt" -e "$ROOT[all]"
+log "installing mmengine, mmpretrain, mmdet and mmsegmentation"
+pip_install -r "$ROOT/requirements/tests.txt"
 
-# torch's extension builder caches the build; layers would otherwise
-# compile it on their first use.
-log "building the native CPU kernels (dwnet_mm/ops/csrc)"
+# setup.py compiles the native CPU kernels (dwnet_mm/ops/csrc) with torch's
+# extension builder, into dwnet_mm/ (in place, editable): it needs the
+# venv's torch, hence no build isolation. A failed compile still installs.
+log "installing dwnet_mm (editable) and building its native CPU kernels"
+pip_install --no-build-isolation --reinstall-package dwnet-mm -e "$ROOT[all]"
 if ! "$PY" -c 'import sys, dwnet_mm.ops as o; sys.exit(o.native_ops() is None)'; then
     log "WARNING: no native CPU kernels (see the warning above); the depth-wise convs will run on PyTorch ops"
 fi

@@ -1,95 +1,66 @@
-"""Depth-wise convolution on NHWC tensors: :func:`depthwise_conv` (the op)
-and the native CPU kernels (:func:`depthwise_conv_nhwc`)."""
+"""Depth-wise convs on NHWC tensors, "same" window: one kernel per channel
+(:func:`depthwise_conv`) or per image and channel
+(:func:`dynamic_depthwise_conv`).
+
+The static conv runs in PyTorch's conv, whose channels-last kernels (oneDNN
+on CPUs) take the NHWC memory as it is: the native kernels did not beat it
+by 15% on DWNet-T in the benchmark (docs/speed.md). The dynamic conv
+(:func:`.backend.backend_for`) runs in the native CPU kernels
+(:class:`DepthwiseConvNative`), else in one grouped conv with the batch
+folded into the channel groups, else, while exporting to ONNX, as k*k
+shifted products (the group count would be fixed at export).
+"""
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .dispatch import apply_relu, exporting, needs_autograd
-from .native import native_ops, native_ops_for
+from .backend import backend_for, native_ops, needs_autograd
+from .export import depthwise_conv_taps
 
 # Kernel sizes the C++ kernels are compiled for (odd: "same" padding).
 NATIVE_KERNEL_SIZES = (3, 5, 7, 9)
 
 
-def native_depthwise_supported(x, kernel_size):
-    """Whether :func:`depthwise_conv_nhwc` runs natively for ``x``.
-
-    Args:
-        x (Tensor): (N, H, W, C) input.
-        kernel_size (int): k.
-    """
-    # native_ops_for first: tracing sees no shape test.
-    return native_ops_for(x) is not None and x.shape[-1] % 8 == 0 and \
-        kernel_size in NATIVE_KERNEL_SIZES
-
-
-def native_nhwc_view(x, kernel_size):
-    """The (N, H, W, C) view of a channels-last (N, C, H, W) ``x`` when the
-    native kernels can take it, else None."""
-    nhwc = x.permute(0, 2, 3, 1)
-    if x.is_contiguous(memory_format=torch.channels_last) and \
-            native_depthwise_supported(nhwc, kernel_size):
-        return nhwc
-    return None
-
-
-class DepthwiseConvNHWC(torch.autograd.Function):
+class DepthwiseConvNative(torch.autograd.Function):
     """Native depth-wise conv of (N, H, W, C) ``x`` with (k, k, C) or
     per-image (N, k, k, C) kernels and an optional (C, ) bias."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, relu):
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, kernels, bias):
+        ctx.save_for_backward(x, kernels)
         ctx.has_bias = bias is not None
-        return native_ops().depthwise_conv_nhwc(x, weight, bias, relu)
+        return native_ops().depthwise_conv_nhwc(x, kernels, bias, False)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, kernels = ctx.saved_tensors
         ops = native_ops()
         grad = grad.contiguous()
-        grad_x = grad_weight = grad_bias = None
+        grad_x = grad_kernels = grad_bias = None
         if ctx.needs_input_grad[0]:
-            flipped = weight.flip(-3, -2).contiguous()
+            flipped = kernels.flip(-3, -2).contiguous()
             grad_x = ops.depthwise_conv_nhwc(grad, flipped, None, False)
         if ctx.needs_input_grad[1]:
-            grad_weight = ops.depthwise_conv_nhwc_weight_grad(
-                x, grad, weight.shape[-2], weight.dim() == 4)
+            grad_kernels = ops.depthwise_conv_nhwc_weight_grad(
+                x, grad, kernels.shape[-2], kernels.dim() == 4)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 1, 2))
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_kernels, grad_bias
 
 
-def depthwise_conv_nhwc(x, weight, bias=None, relu=False):
-    """Depth-wise conv with "same" zero padding on channels-last data.
-
-    Check :func:`native_depthwise_supported` first: this always runs the
-    native kernels.
-
-    Args:
-        x (Tensor): (N, H, W, C) input.
-        weight (Tensor): (C, 1, k, k) kernels (an ``nn.Conv2d`` weight), or
-            (N, C, k, k), one set per image.
-        bias (Tensor, optional): (C, ) bias. Defaults to None.
-        relu (bool): Apply ReLU to the output. Defaults to False.
-
-    Returns:
-        Tensor: (N, H, W, C), contiguous.
-    """
-    if weight.shape[1] == 1:  # C is a multiple of 8: never per-image
-        C, _, k, _ = weight.shape
-        kernels = weight.reshape(C, k * k).t().reshape(k, k, C)
-    else:
-        kernels = weight.permute(0, 2, 3, 1)
-    kernels = kernels.contiguous()
-    x = x.contiguous()
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, kernels, bias))
-    if not needs_grad:
+def _native(x, kernels, bias, relu):
+    """The native kernels on (k, k, C) or (N, k, k, C) ``kernels``."""
+    x, kernels = x.contiguous(), kernels.contiguous()
+    if not needs_autograd(x, kernels, bias):
         return native_ops().depthwise_conv_nhwc(x, kernels, bias, relu)
-    out = DepthwiseConvNHWC.apply(x, kernels, bias, False)
-    return out.relu() if relu else out
+    out = DepthwiseConvNative.apply(x, kernels, bias)
+    return F.relu(out) if relu else out
+
+
+def _runs_native(x, kernel_size):
+    return backend_for(x) == 'native' and x.shape[-1] % 8 == 0 and \
+        kernel_size in NATIVE_KERNEL_SIZES
 
 
 def depthwise_conv(x, weight, bias=None, relu=False):
@@ -97,10 +68,8 @@ def depthwise_conv(x, weight, bias=None, relu=False):
 
     ``out[n, h, w, c] = bias[c] + sum_{i, j} weight[c, 0, i, j] *
     x[n, h + i - k // 2, w + j - k // 2, c]`` (zero padding), then ReLU if
-    ``relu``: even k keep the offsets -k//2 .. k//2-1 (PyTorch's conv with
-    padding k // 2, cropped to H x W). In the native kernels where
-    :func:`native_depthwise_supported` (not while exporting), else in
-    PyTorch's conv on the channels-last NCHW view of ``x``.
+    ``relu``; even k keep the offsets -k//2 .. k//2-1 (PyTorch's conv with
+    padding k // 2, cropped to H x W).
 
     Args:
         x (Tensor): (N, H, W, C) input.
@@ -111,16 +80,63 @@ def depthwise_conv(x, weight, bias=None, relu=False):
     Returns:
         Tensor: (N, H, W, C), NHWC-contiguous.
     """
-    k = weight.shape[-1]
-    if not exporting() and native_depthwise_supported(x, k):
-        return depthwise_conv_nhwc(x, weight, bias, relu)
+    C, _, k, _ = weight.shape
     H, W = x.shape[1:3]
     # The permuted NHWC tensor is a channels-last NCHW one: the conv runs
     # in PyTorch's NHWC kernels and returns channels-last memory.
     out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=k // 2,
-                   groups=x.shape[-1])
+                   groups=C)
     out = out[..., :H, :W].permute(0, 2, 3, 1)
-    if relu:
-        out = apply_relu(out, not exporting() and
-                         not needs_autograd(x, weight, bias))
-    return out.contiguous()
+    return (F.relu(out) if relu else out).contiguous()
+
+
+def dynamic_depthwise_conv(x, kernels, bias=None, relu=False):
+    """Depth-wise conv with a kernel per image and channel, "same" window.
+
+    ``out[n, h, w, c] = bias[c] + sum_{i, j} kernels[n, c, i, j] *
+    x[n, h + i - k // 2, w + j - k // 2, c]`` (zero padding), then ReLU if
+    ``relu``; even k keep the offsets -k//2 .. k//2-1. ``kernels`` and
+    ``bias`` are cast to the dtype of ``x``.
+
+    Args:
+        x (Tensor): (N, H, W, C) input.
+        kernels (Tensor): (N, C, k, k) kernels, or (N*C, 1, k, k).
+        bias (Tensor, optional): (C, ) bias. Defaults to None.
+        relu (bool): Apply ReLU to the output. Defaults to False.
+
+    Returns:
+        Tensor: (N, H, W, C), NHWC-contiguous.
+    """
+    N, H, W, C = x.shape
+    k = kernels.shape[-1]
+    kernels = kernels.to(x.dtype).reshape(N, C, k, k)
+    if bias is not None:
+        bias = bias.to(x.dtype)
+    if _runs_native(x, k):
+        return _native(x, kernels.permute(0, 2, 3, 1), bias, relu)
+    if backend_for(x) == 'export':
+        out = depthwise_conv_taps(
+            x.permute(0, 3, 1, 2).reshape(N, C, 1, H, W),
+            kernels.reshape(N, C, k * k, 1, 1), k, k // 2,
+            (k - 1) // 2).view(N, C, H, W)
+        if bias is not None:
+            out = out + bias.view(1, C, 1, 1)
+    else:
+        out = _batch_folded_conv(x, kernels, bias)
+    out = out[..., :H, :W].permute(0, 2, 3, 1)
+    return (F.relu(out) if relu else out).contiguous()
+
+
+def _batch_folded_conv(x, kernels, bias):
+    """One grouped conv over the batch folded into the channels, through
+    an (H, W, N*C) copy that is channels-last, so that it runs in the NHWC
+    kernels. Returns (N, C, H', W')."""
+    N, H, W, C = x.shape
+    k = kernels.shape[-1]
+    folded = x.permute(1, 2, 0, 3).reshape(1, H, W, N * C)
+    out = F.conv2d(folded.permute(0, 3, 1, 2),
+                   kernels.reshape(N * C, 1, k, k),
+                   None if bias is None else bias.repeat(N), padding=k // 2,
+                   groups=N * C)
+    Ho, Wo = out.shape[-2:]
+    return out.permute(0, 2, 3, 1).reshape(Ho, Wo, N, C).permute(2, 3, 0, 1)

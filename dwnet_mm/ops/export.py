@@ -48,11 +48,13 @@ def depthwise_conv_taps(x, weight, kernel_size, pad_before, pad_after):
     x = F.pad(x, (pad_before, pad_after, pad_before, pad_after))
     height = H + pad_before + pad_after - k + 1
     width = W + pad_before + pad_after - k + 1
+    # unbind: the backward stacks the k*k kernel gradients once, where
+    # slices would each write a zeroed tensor of all kernels.
+    taps = weight.unbind(2)
     out = None
     for i in range(k):
         rows = x[..., i:i + height, :]
         for j in range(k):
-            tap = i * k + j
-            term = rows[..., j:j + width] * weight[:, :, tap:tap + 1]
+            term = rows[..., j:j + width] * taps[i * k + j].unsqueeze(2)
             out = term if out is None else out + term
     return out

@@ -1,52 +1,45 @@
-"""The inhomogeneous dynamic (I-Dynamic) depth-wise conv on NHWC tensors:
-:func:`i_dynamic_conv` (the op, from the kernel generator's features) and
-its native CPU kernels (:func:`i_dynamic_conv_nhwc`, inference).
+"""The inhomogeneous dynamic (I-Dynamic) depth-wise conv: a k x k kernel per
+pixel, generated from the pixel's features and shared by a channel group.
 
-The op's other backends, on NCHW views, are in
-:mod:`dwnet_mm.ops.i_dynamic_backends`.
+:func:`i_dynamic_conv` is the op (NHWC, from the generator's features).
+Backends (:func:`.backend.backend_for`):
+
+* native CPU kernels: without autograd, one call that generates the kernels
+  of a chunk of pixels (a library GEMM) and applies them while they are in
+  cache; with autograd, all kernels from ``F.linear`` and
+  :class:`InhomogeneousDynamicConvFunction`;
+* Triton on GPUs (:mod:`.triton_i_dynamic_conv`);
+* PyTorch ops, also the fallback and the ONNX export form: all kernels,
+  then k*k shifted products (:func:`inhomogeneous_dynamic_conv`).
+
+The kernels' rows are laid out (k*k, G), tap-major: the G values of one tap
+are contiguous for the native kernels. The channels are in the grouped
+order (channel ``g * C/G + s`` in group ``g``) or in the interleaved one
+(channel ``s * G + g`` in group ``g``), which the native kernels need: the
+deploy form bakes it into its weights (:func:`interleaved_channels`), the
+training form's activations are transposed around the native kernels.
 """
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-from .depthwise import native_depthwise_supported
-from .dispatch import needs_autograd, tracing
-from .i_dynamic_backends import (generate_and_apply_i_dynamic,
-                                 i_dynamic_conv_from_hidden,
-                                 inhomogeneous_dynamic_conv)
-from .native import native_ops
+from .backend import backend_for, native_ops, needs_autograd
+from .depthwise import NATIVE_KERNEL_SIZES
+from .export import depthwise_conv_taps
+from .triton_i_dynamic_conv import (triton_i_dynamic_conv,
+                                    triton_i_dynamic_conv_into)
 
 # Pixels whose kernels a thread generates and applies at a time: their
-# kernels (k*k*G per pixel, 16x the input at DWNet-T's first stage; 1.6 MiB
-# for 256 pixels) stay in cache between the GEMM that writes them and the
-# kernel that reads them, and the GEMM, whose inner size is only the
-# generator width (C/4), has rows enough to run well: 256 ran the first two
-# stages 8-15% faster than 128 (2 threads, batch 8).
+# kernels (k*k*G per pixel, 1.6 MiB for 256 pixels) stay in cache between
+# the GEMM that writes them and the kernel that reads them, and the GEMM,
+# whose inner size is only the generator width (C/4), has rows enough to
+# run well.
 I_DYNAMIC_CHUNK_PIXELS = 256
-
-
-def native_i_dynamic_supported(x, kernel_size, groups, interleaved=False):
-    """Whether :func:`i_dynamic_conv_nhwc` runs natively for ``x``.
-
-    Args:
-        x (Tensor): (N, H, W, C) input.
-        kernel_size (int): k.
-        groups (int): G, the channel groups that share a kernel.
-        interleaved (bool): In the interleaved channel order (G a multiple
-            of 8). Defaults to False.
-    """
-    if interleaved and groups % 8:
-        return False
-    return groups >= 8 and x.shape[-1] % groups == 0 and \
-        native_depthwise_supported(x, kernel_size)
 
 
 def interleaved_channels(channels, groups, device=None):
     """The interleaved channel order: index ``s * G + g`` holds channel
     ``g * (C / G) + s``, the ``s``-th channel of group ``g``.
-
-    In this order a vector of 8 channels has the kernels of 8 groups, one
-    plain load, where the grouped order needs a lane permutation per vector
-    and kernel tap (which halves the kernel's speed on AVX2 CPUs).
 
     Args:
         channels (int): C.
@@ -60,172 +53,238 @@ def interleaved_channels(channels, groups, device=None):
     ).reshape(-1)
 
 
-@torch.no_grad()
-def i_dynamic_conv_nhwc(x, hidden, weight, bias, kernel_size, groups,
-                        input_scale=None, out_bias=None, relu=False,
-                        interleaved=False):
-    """Generate the per-pixel kernels and apply them, chunk by chunk.
+def _interleave(x, groups):
+    """(..., C) from the grouped to the interleaved channel order."""
+    shape = x.shape
+    return x.reshape(*shape[:-1], groups, -1).transpose(-1, -2).reshape(shape)
 
-    ``kernels[p] = weight @ hidden[p] + bias``, laid out (G, k, k), and
-    ``out[p, c] = out_bias[c] + input_scale[c] * sum_ij kernels[p, g(c), i,
-    j] * x[p + (i - k//2, j - k//2), c]`` with zero padding, then ReLU if
-    ``relu``; the group ``g(c)`` is ``c // (C / G)``, or ``c % G`` in the
-    interleaved order (see :func:`interleaved_channels`). Check
-    :func:`native_i_dynamic_supported` first: this always runs the native
-    kernels, without autograd.
+
+def _group(x, groups):
+    """(..., C) from the interleaved to the grouped channel order."""
+    shape = x.shape
+    return x.reshape(*shape[:-1], -1, groups).transpose(-1, -2).reshape(shape)
+
+
+def i_dynamic_dtypes(x, weight):
+    """Output and compute dtypes: behave like a conv under autocast (output
+    in the autocast dtype), but accumulate the k*k products in fp32."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        out_dtype = torch.get_autocast_dtype(device)
+    else:
+        out_dtype = torch.promote_types(x.dtype, weight.dtype)
+    compute_dtype = torch.float32 if out_dtype in (
+        torch.float16, torch.bfloat16) else out_dtype
+    return out_dtype, compute_dtype
+
+
+def inhomogeneous_dynamic_conv(x, weight, kernel_size):
+    """Depth-wise conv with a kernel per position, shared by channel groups,
+    on given kernels (the PyTorch form, or Triton on GPUs).
+
+    ``out[n, c, h, w] = sum_{i, j} weight[n, g(c), i, j, h, w] *
+    x[n, c, h + i - k // 2, w + j - k // 2]`` with zero padding, where the C
+    channels form G contiguous groups.
 
     Args:
-        x (Tensor): (N, H, W, C) input.
-        hidden (Tensor): (N, H, W, C_h) generator features.
-        weight (Tensor): (G*k*k, C_h) last generator layer.
-        bias (Tensor, optional): Its (G*k*k, ) bias.
+        x (Tensor): Input of shape (B, C, H, W).
+        weight (Tensor): Kernels of shape (B, G * k * k, H, W), laid out as
+            (B, G, k, k, H, W).
         kernel_size (int): k.
-        groups (int): G.
-        input_scale (Tensor, optional): (C, ) factors of ``x``.
-        out_bias (Tensor, optional): (C, ) output bias.
-        relu (bool): Apply ReLU to the output. Defaults to False.
-        interleaved (bool): ``x``, ``input_scale``, ``out_bias`` and the
-            output are in the interleaved channel order. Defaults to False.
 
     Returns:
-        Tensor: (N, H, W, C), contiguous.
+        Tensor: Output of shape (B, C, H, W); in the autocast dtype under
+        autocast, else in the promoted dtype of ``x`` and ``weight``.
     """
-    N, H, W, C = x.shape
+    B, C, H, W = x.shape
     k2 = kernel_size**2
-    x = x.detach().contiguous()
-    # Detached: the kernel's GEMM (addmm with out=) runs on torch's worker
-    # threads, where no_grad does not hold, and refuses inputs that
-    # require grad (fp32 features from a graph, given under no_grad).
-    features = hidden.detach().reshape(N * H * W, -1).float()
-    weight = weight.detach()
-    # Rows reordered from (G, k*k) to (k*k, G): the G values of a tap are
-    # contiguous for the kernel.
-    weight = weight.float().view(groups, k2, -1).transpose(0, 1).reshape(
-        k2 * groups, -1)
-    if bias is not None:
-        bias = bias.view(groups, k2).t().reshape(-1)
-    pixels = features.shape[0]
-    threads = torch.get_num_threads()
-    # Whole rounds of chunks for the threads: no thread idles at the end.
-    num_chunks = -(-pixels // I_DYNAMIC_CHUNK_PIXELS)
-    num_chunks = -(-num_chunks // threads) * threads
-    return native_ops().i_dynamic_conv_nhwc(
-        x, features, weight.t().contiguous(), _f32(bias), kernel_size,
-        _f32(input_scale), _f32(out_bias), relu, -(-pixels // num_chunks),
-        interleaved)
+    if weight.dim() != 4 or weight.shape[0] != B or weight.shape[1] % k2 \
+            or weight.shape[2:] != x.shape[2:]:
+        raise ValueError(
+            f'weight of shape {tuple(weight.shape)} does not fit input '
+            f'{tuple(x.shape)}: expected (B, G*{k2}, H, W)')
+    G = weight.shape[1] // k2
+    if C % G:
+        raise ValueError(f'{C} channels cannot be split into {G} groups')
+    out_dtype, dtype = i_dynamic_dtypes(x, weight)
+    weight = weight.reshape(B, G, k2, H, W)
+    if backend_for(x, triton=True) == 'triton':
+        return triton_i_dynamic_conv(x, weight, kernel_size, out_dtype)
+    return _taps(x.reshape(B, G, C // G, H, W).to(dtype), weight.to(dtype),
+                 kernel_size).reshape(B, C, H, W).to(out_dtype)
+
+
+def _taps(x, kernels, k):
+    """(B, G, C/G, H, W) ``x`` and (B, G, k*k, H, W) kernels (any strides):
+    k*k shifted products, "same" window."""
+    return depthwise_conv_taps(x, kernels, k, k // 2, (k - 1) // 2)
+
+
+def _pytorch_form(x, kernels, kernel_size, groups, interleaved):
+    """(N, H, W, C) ``x``, (N, H, W, k*k*G) tap-major kernels -> (N, H, W,
+    C), in PyTorch ops (the fallback and the ONNX export form)."""
+    N, H, W, C = x.shape
+    k2, S = kernel_size**2, C // groups
+    out_dtype, dtype = i_dynamic_dtypes(x, kernels)
+    x = x.permute(0, 3, 1, 2).to(dtype)
+    x = x.reshape(N, S, groups, H, W).transpose(1, 2) if interleaved else \
+        x.reshape(N, groups, S, H, W)
+    kernels = kernels.to(dtype).view(N, H, W, k2, groups).permute(
+        0, 4, 3, 1, 2)
+    out = _taps(x, kernels, kernel_size)
+    if interleaved:
+        out = out.transpose(1, 2)
+    return out.reshape(N, C, H, W).permute(0, 2, 3, 1).to(out_dtype)
+
+
+class InhomogeneousDynamicConvFunction(torch.autograd.Function):
+    """The I-Dynamic conv of (N, H, W, C) ``x``, interleaved channels, on
+    (N, H*W, k*k, G) kernels, in the native CPU kernels (in a
+    ``torch.jit.trace`` without them: the PyTorch form, one node for the
+    FLOP counter either way)."""
+
+    @staticmethod
+    def forward(ctx, x, kernels, kernel_size):
+        ctx.save_for_backward(x, kernels)
+        ctx.kernel_size = kernel_size
+        ctx.native = native_ops() is not None and _runs_native(
+            x, kernel_size, kernels.shape[-1])
+        if not ctx.native:
+            return _pytorch_form(x, kernels, kernel_size, kernels.shape[-1],
+                                 interleaved=True).contiguous()
+        return native_ops().i_dynamic_apply(x, kernels, kernel_size)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, kernels = ctx.saved_tensors
+        need_x, need_kernels = ctx.needs_input_grad[:2]
+        if ctx.native:
+            grad_x, grad_kernels = native_ops().i_dynamic_backward(
+                x, kernels, grad.contiguous(), ctx.kernel_size, need_x,
+                need_kernels)
+            return grad_x, grad_kernels, None
+        with torch.enable_grad():
+            x, kernels = x.detach().requires_grad_(), \
+                kernels.detach().requires_grad_()
+            out = _pytorch_form(x, kernels, ctx.kernel_size,
+                                kernels.shape[-1], interleaved=True)
+            return (*torch.autograd.grad(out, (x, kernels), grad), None)
+
+
+def _runs_native(x, kernel_size, groups):
+    return groups % 8 == 0 and x.shape[-1] % groups == 0 and \
+        kernel_size in NATIVE_KERNEL_SIZES
 
 
 def i_dynamic_conv(x, hidden, weight, bias, kernel_size, groups,
                    input_scale=None, out_bias=None, relu=False,
-                   channel_order=None):
+                   interleaved=False):
     """The I-Dynamic conv from the kernel generator's features.
 
-    ``kernels[p] = weight @ hidden[p] + bias``, laid out (G, k, k), and
-    ``out[p, c] = out_bias[c] + sum_ij kernels[p, g(c), i, j] *
+    ``kernels[p] = weight @ hidden[p] + bias``, laid out (k*k, G), and
+    ``out[p, c] = out_bias[c] + sum_ij kernels[p, i * k + j, g(c)] *
     input_scale[c] * x[p + (i - k//2, j - k//2), c]`` (zero padding, even k
     keep the offsets -k//2 .. k//2-1), then ReLU if ``relu``; the group
-    ``g(c)`` is ``c // (C / G)``. The backend, chosen once:
-
-    * exporting or tracing: all kernels generated, then
-      :func:`inhomogeneous_dynamic_conv` (its ONNX form, or the autograd
-      Function that mmengine's FLOP counter knows);
-    * autograd: :func:`i_dynamic_conv_from_hidden` (Triton on GPUs, which
-      generates the kernels again in the backward, else the autograd
-      Function), with the scale and bias as separate ops;
-    * else the native kernels where :func:`native_i_dynamic_supported`,
-      else :func:`generate_and_apply_i_dynamic` (Triton or PyTorch ops in
-      chunks that never hold all kernels).
+    ``g(c)`` is ``c // (C / G)``, or ``c % G`` if ``interleaved``.
 
     Args:
         x (Tensor): (N, H, W, C) input.
         hidden (Tensor): (N, H, W, C_h) generator features (after its first
             layer, norm and ReLU).
-        weight (Tensor): (G*k*k, C_h) last generator layer.
-        bias (Tensor, optional): Its (G*k*k, ) bias.
+        weight (Tensor): (k*k*G, C_h) last generator layer, rows tap-major.
+        bias (Tensor, optional): Its (k*k*G, ) bias.
         kernel_size (int): k.
         groups (int): G.
         input_scale (Tensor, optional): (C, ) factors of ``x`` (not of
-            ``hidden``), in the natural channel order. Defaults to None.
-        out_bias (Tensor, optional): (C, ) output bias, in the natural
-            channel order. Defaults to None.
+            ``hidden``). Defaults to None.
+        out_bias (Tensor, optional): (C, ) output bias. Defaults to None.
         relu (bool): Apply ReLU to the output. Defaults to False.
-        channel_order (Tensor, optional): ``interleaved_channels(C, G)``
-            where ``x`` and the output are in the interleaved order of the
-            fast native kernel; the other backends undo it around the conv.
-            Defaults to None: the natural order.
+        interleaved (bool): ``x``, ``input_scale``, ``out_bias`` and the
+            output are in the interleaved channel order. Defaults to False.
 
     Returns:
-        Tensor: (N, H, W, C), NHWC-contiguous, in the dtype rules of
-        :func:`inhomogeneous_dynamic_conv`.
+        Tensor: (N, H, W, C), NHWC-contiguous.
     """
     k = kernel_size
-    if tracing():
-        backend = 'full'
-    elif needs_autograd(x, hidden, weight, bias, input_scale, out_bias):
-        backend = 'autograd'
-    elif native_i_dynamic_supported(x, k, groups,
-                                    interleaved=channel_order is not None):
-        backend = 'native'
-    else:
-        backend = 'chunks'
-    if backend == 'native':
-        if channel_order is not None:
-            input_scale = _reordered(input_scale, channel_order)
-            out_bias = _reordered(out_bias, channel_order)
-        return i_dynamic_conv_nhwc(x, hidden, weight, bias, k, groups,
-                                   input_scale, out_bias, relu,
-                                   interleaved=channel_order is not None)
-    if channel_order is not None:
-        x = x[..., torch.argsort(channel_order)]
-    out = _i_dynamic_conv_nchw(backend, x.permute(0, 3, 1, 2), hidden,
-                               weight, bias, k, groups, input_scale,
-                               out_bias, relu)
-    if channel_order is not None:
-        return out[..., channel_order]
-    return out
-
-
-def _i_dynamic_conv_nchw(backend, x, hidden, weight, bias, kernel_size,
-                         groups, input_scale, out_bias, relu):
-    """:func:`i_dynamic_conv` on the NCHW view ``x``, in the natural order,
-    for the non-native backends; returns NHWC-contiguous memory."""
-    B, C, H, W = x.shape
-    if backend == 'chunks':
-        out = generate_and_apply_i_dynamic(x, hidden, weight, bias,
-                                           kernel_size, groups, input_scale,
-                                           out_bias).permute(0, 2, 3, 1)
-        if not relu:
-            return out.contiguous()
-        # ReLU in the copy to NHWC.
-        return torch.clamp_min(out, 0, out=out.new_empty(B, H, W, C))
+    where = backend_for(x, triton=True)
+    if where == 'native' and not _runs_native(x, k, groups):
+        where = 'torch'
+    if where == 'triton':
+        # The scale and the output bias applied in the kernel.
+        out = _triton(x, hidden, weight, bias, k, groups, input_scale,
+                      out_bias, interleaved)
+        return (F.relu(out) if relu else out).contiguous()
+    if where == 'native' and not needs_autograd(
+            x, hidden, weight, bias, input_scale, out_bias):
+        to_native = (lambda t: t) if interleaved else (
+            lambda t: None if t is None else _interleave(t, groups))
+        N, H, W, C = x.shape
+        pixels = N * H * W
+        threads = torch.get_num_threads()
+        # Whole rounds of chunks for the threads: no thread idles at the
+        # end.
+        chunks = -(-pixels // I_DYNAMIC_CHUNK_PIXELS)
+        chunks = -(-chunks // threads) * threads
+        # Detached: the kernel's GEMMs run on torch's worker threads, where
+        # no_grad does not hold, and refuse inputs that require grad.
+        out = native_ops().i_dynamic_conv_nhwc(
+            to_native(x).detach().contiguous(),
+            hidden.detach().reshape(pixels, -1).float(), weight.detach(),
+            _detached(bias), k, _detached(to_native(input_scale)),
+            _detached(to_native(out_bias)), relu, -(-pixels // chunks))
+        return out if interleaved else _group(out, groups)
+    kernels = F.linear(hidden, weight, bias)
     if input_scale is not None:
-        x = x * input_scale.view(1, C, 1, 1)
-    if backend == 'full':
-        out = inhomogeneous_dynamic_conv(x, _all_kernels(hidden, weight, bias),
-                                         kernel_size)
+        x = x * input_scale
+    if where in ('native', 'trace'):
+        N, H, W, C = x.shape
+        x_native = x if interleaved else _interleave(x, groups)
+        out = InhomogeneousDynamicConvFunction.apply(
+            x_native.contiguous(), kernels.view(N, H * W, k * k, groups), k)
+        if not interleaved:
+            out = _group(out, groups)
     else:
-        out = i_dynamic_conv_from_hidden(x, hidden, weight, bias,
-                                         kernel_size, groups)
+        out = _pytorch_form(x, kernels, k, groups, interleaved)
     if out_bias is not None:
-        out = out + out_bias.view(1, C, 1, 1)
-    if relu:
-        out = F.relu(out)
-    return out.permute(0, 2, 3, 1).contiguous()
+        out = out + out_bias
+    return (F.relu(out) if relu else out).contiguous()
 
 
-def _all_kernels(hidden, weight, bias):
-    """(B, G*k*k, H, W) kernels of all pixels, in plain ops."""
-    B, H, W, _ = hidden.shape
-    kernels = torch.matmul(weight,
-                           hidden.reshape(B, H * W, -1).transpose(1, 2))
+def _detached(t):
+    return None if t is None else t.detach()
+
+
+def _triton(x, hidden, weight, bias, k, groups, input_scale, out_bias,
+            interleaved):
+    """The Triton kernel, on NCHW grouped-order copies, all kernels
+    generated at once in its (B, G, k*k, H, W) layout; returns NHWC."""
+    N, H, W, C = x.shape
+    k2 = k * k
+    if interleaved:
+        x = _group(x, groups)
+        input_scale = None if input_scale is None else _group(input_scale,
+                                                              groups)
+        out_bias = None if out_bias is None else _group(out_bias, groups)
+    # Rows from (k*k, G) to (G, k*k): (G*k*k, C_h) @ (N, C_h, HW) gives the
+    # kernels in the kernel's layout with no copy of them.
+    weight = weight.view(k2, groups, -1).transpose(0, 1).reshape(
+        groups * k2, -1)
+    kernels = torch.matmul(weight, hidden.reshape(N, H * W, -1).transpose(
+        1, 2))
     if bias is not None:
-        kernels = kernels + bias.view(1, -1, 1)
-    return kernels.view(B, -1, H, W)
-
-
-def _reordered(t, order):
-    return None if t is None else t[order]
-
-
-def _f32(t):
-    return None if t is None else t.detach().float().contiguous()
+        kernels = kernels + bias.view(k2, groups).t().reshape(-1, 1)
+    kernels = kernels.view(N, groups, k2, H, W)
+    x = x.permute(0, 3, 1, 2)
+    if needs_autograd(x, kernels, input_scale, out_bias):
+        if input_scale is not None:
+            x = x * input_scale.view(1, C, 1, 1)
+        out = triton_i_dynamic_conv(x, kernels, k)
+        if out_bias is not None:
+            out = out + out_bias.view(1, C, 1, 1)
+    else:
+        out = torch.empty(N, C, H, W, dtype=i_dynamic_dtypes(x, kernels)[0],
+                          device=x.device)
+        triton_i_dynamic_conv_into(out, x, kernels, k, input_scale, out_bias)
+    out = out.permute(0, 2, 3, 1)
+    return _interleave(out, groups) if interleaved else out

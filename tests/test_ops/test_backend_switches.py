@@ -1,63 +1,64 @@
-"""``DWNET_MM_NATIVE=0`` turns off the native CPU kernels only,
-``DWNET_MM_TRITON=0`` the Triton GPU kernel only (no Triton or GPU needed:
-the predicates are asked with Triton reported present and
-``TRITON_INTERPRET=1``, under which CPU tensors qualify)."""
-import importlib
+"""The backend switches: read once from ``DWNET_MM_NATIVE`` and
+``DWNET_MM_TRITON`` (``0``: off), changed with ``set_native`` and
+``set_triton`` (timm's ``set_fused_attn`` pattern); each turns off its own
+kernels only. Triton is reported present and ``TRITON_INTERPRET=1`` makes
+CPU tensors qualify, so no GPU is needed."""
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from dwnet_mm.ops import native_disabled, native_ops, triton_disabled
-from dwnet_mm.ops.native import DISABLE_ENV
-from dwnet_mm.ops.triton_i_dynamic_conv import (TRITON_DISABLE_ENV,
-                                                triton_i_dynamic_supported)
-
-# By path: dwnet_mm.ops' function of the same name hides the module.
-triton_module = importlib.import_module('dwnet_mm.ops.triton_i_dynamic_conv')
+import dwnet_mm.ops.backend as backend_module
+from dwnet_mm.ops import (backend_for, native_ops, pytorch_ops, set_native,
+                          set_triton, use_native, use_triton)
 
 
 @pytest.fixture
-def switches(monkeypatch):
-    """Both switches unset, Triton present and interpreting CPU tensors;
-    returns ``set(name, value)``."""
-    monkeypatch.delenv(DISABLE_ENV, raising=False)
-    monkeypatch.delenv(TRITON_DISABLE_ENV, raising=False)
+def triton_here(monkeypatch):
     monkeypatch.setenv('TRITON_INTERPRET', '1')
-    monkeypatch.setattr(triton_module, 'triton_available', lambda: True)
-    return monkeypatch.setenv
+    monkeypatch.setattr(backend_module, '_triton_available', lambda: True)
 
 
-def test_switch_names():
-    assert (DISABLE_ENV, TRITON_DISABLE_ENV) == ('DWNET_MM_NATIVE',
-                                                 'DWNET_MM_TRITON')
+def cpu_tensor():
+    return torch.zeros(1, 4, 3, 8)
 
 
-def test_both_backends_on_by_default(switches):
-    assert not native_disabled() and not triton_disabled()
-    assert triton_i_dynamic_supported(torch.zeros(1, 4, 3, 3))
+def test_native_switch_leaves_triton_on(triton_here):
+    set_native(False)
+    assert not use_native() and native_ops() is None and use_triton()
+    assert backend_for(cpu_tensor()) == 'torch'
+    assert backend_for(cpu_tensor(), triton=True) == 'triton'
 
 
-def test_native_switch_leaves_triton_on(switches):
-    switches(DISABLE_ENV, '0')
-    assert native_disabled() and native_ops() is None
-    assert not triton_disabled()
-    assert triton_i_dynamic_supported(torch.zeros(1, 4, 3, 3))
+def test_triton_switch_leaves_native_on(triton_here):
+    set_triton(False)
+    assert not use_triton() and use_native()
+    assert backend_for(cpu_tensor(), triton=True) == \
+        ('native' if native_ops() is not None else 'torch')
 
 
-def test_triton_switch_leaves_native_on(switches):
-    switches(TRITON_DISABLE_ENV, '0')
-    assert triton_disabled() and not native_disabled()
-    assert not triton_i_dynamic_supported(torch.zeros(1, 4, 3, 3))
+def test_pytorch_ops_restores_the_switches(triton_here):
+    set_triton(False)
+    with pytorch_ops():
+        assert not use_native() and not use_triton()
+        assert backend_for(cpu_tensor(), triton=True) == 'torch'
+    assert use_native() and not use_triton()
 
 
-@pytest.mark.parametrize('value', ['1', '', 'yes', ' 1 '])
-def test_only_zero_switches_off(switches, value):
-    switches(DISABLE_ENV, value)
-    switches(TRITON_DISABLE_ENV, value)
-    assert not native_disabled() and not triton_disabled()
+def test_setting_the_environment_later_changes_nothing(monkeypatch):
+    monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+    assert use_native()
 
 
-def test_zero_with_spaces_switches_off(switches):
-    switches(DISABLE_ENV, ' 0 ')
-    switches(TRITON_DISABLE_ENV, '0\n')
-    assert native_disabled() and triton_disabled()
+@pytest.mark.parametrize('value,enabled', [('0', False), (' 0\n', False),
+                                           ('1', True), ('', True),
+                                           ('yes', True)])
+def test_environment_read_at_import(value, enabled):
+    code = ('import dwnet_mm.ops as o; '
+            'print(o.use_native(), o.use_triton())')
+    env = dict(os.environ, DWNET_MM_NATIVE=value, DWNET_MM_TRITON=value)
+    out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == [str(enabled)] * 2

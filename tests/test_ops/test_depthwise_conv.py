@@ -1,5 +1,6 @@
 """The native NHWC depth-wise conv kernels against PyTorch's conv2d."""
 import platform
+import sys
 import warnings
 from copy import deepcopy
 
@@ -9,9 +10,11 @@ import torch.nn.functional as F
 
 from dwnet_mm.models.layers.depthwise_mixer import DepthwiseConv2d
 from dwnet_mm.models.layers.dynamic_conv import DynamicDepthwiseConv2d
-from dwnet_mm.ops import (depthwise_conv_nhwc, native_depthwise_supported,
-                          native_ops)
-from dwnet_mm.ops.native import build
+import dwnet_mm.ops.depthwise as depthwise_module
+import dwnet_mm
+import dwnet_mm.ops.backend as backend
+from dwnet_mm.ops import (depthwise_conv, dynamic_depthwise_conv, native_ops,
+                          set_native)
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
@@ -36,11 +39,23 @@ def reference(x, weight, bias=None):
     return out.permute(0, 2, 3, 1)
 
 
+def depthwise_conv_nhwc(x, weight, bias=None, relu=False):
+    """The native kernels with (C, 1, k, k) or per-image (N, C, k, k)
+    kernels (C a multiple of 8, k of 3, 5, 7, 9): through the dynamic
+    conv's op, or directly for one kernel per channel."""
+    assert depthwise_module._runs_native(x, weight.shape[-1])
+    if weight.shape[1] != 1:
+        return dynamic_depthwise_conv(x, weight, bias, relu)
+    C, _, k, _ = weight.shape
+    return depthwise_module._native(
+        x, weight.reshape(C, k * k).t().reshape(k, k, C), bias, relu)
+
+
 @needs_native
 def test_native_kernels_build_here():
     # On x86-64 with a compiler (CI) the fast path must not silently vanish.
     assert native_ops() is not None
-    assert native_depthwise_supported(torch.zeros(1, 4, 4, 8), 7)
+    assert depthwise_module._runs_native(torch.zeros(1, 4, 4, 8), 7)
 
 
 SHAPES = [
@@ -146,7 +161,7 @@ def test_dynamic_conv_native_equals_pytorch(monkeypatch):
     out = conv(x)
     out.square().sum().backward()
     grads = [x.grad] + [p.grad for p in conv.parameters()]
-    monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+    set_native(False)
     conv64 = deepcopy(conv).double()
     x64 = x.detach().double().requires_grad_()
     ref = conv64(x64)
@@ -159,10 +174,10 @@ def test_dynamic_conv_native_equals_pytorch(monkeypatch):
 
 def test_unsupported_inputs_use_pytorch():
     x = torch.zeros(1, 4, 4, 12)  # C not a multiple of 8
-    assert not native_depthwise_supported(x, 7)
-    assert not native_depthwise_supported(torch.zeros(1, 4, 4, 8), 4)
-    assert not native_depthwise_supported(
-        torch.zeros(1, 4, 4, 8, dtype=torch.float64), 7)
+    supported = depthwise_module._runs_native
+    assert not supported(x, 7)
+    assert not supported(torch.zeros(1, 4, 4, 8), 4)
+    assert not supported(torch.zeros(1, 4, 4, 8, dtype=torch.float64), 7)
     conv = DepthwiseConv2d(12, 7)
     x = torch.randn(1, 12, 5, 5).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(
@@ -178,17 +193,25 @@ def test_tracing_uses_aten_ops():
     torch.testing.assert_close(traced(x), conv(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_failed_build_warns_and_names_the_fix(tmp_path, monkeypatch):
-    broken = tmp_path / 'broken.cpp'
-    broken.write_text('this is not C++\n')
-    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path / 'build'))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        module = build('dwnet_mm_cpu_broken_test', [broken])
-    assert module is None
-    text = ' '.join(str(w.message) for w in caught)
-    if X86:
-        assert 'could not build its CPU kernels' in text
-        assert 'Install g++ and ninja' in text
-    else:
-        assert 'x86-64' in text
+def test_missing_kernels_warn_once_and_name_the_fix(monkeypatch):
+    # An install whose compile failed has no dwnet_mm._ext.
+    monkeypatch.setitem(sys.modules, 'dwnet_mm._ext', None)
+    monkeypatch.delattr(dwnet_mm, '_ext', raising=False)
+    load = backend._load_native
+    load.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            assert native_ops() is None and native_ops() is None
+        texts = [str(w.message) for w in caught]
+        assert len(texts) == 1, texts
+        assert 'run on PyTorch ops' in texts[0]
+        assert 'pip install --no-build-isolation -e .' in texts[0]
+        x = torch.randn(1, 5, 5, 8)
+        weight = torch.randn(8, 1, 3, 3)
+        torch.testing.assert_close(
+            depthwise_conv(x, weight),
+            F.conv2d(x.permute(0, 3, 1, 2), weight, padding=1,
+                     groups=8).permute(0, 2, 3, 1))
+    finally:
+        load.cache_clear()

@@ -1,4 +1,5 @@
-"""The native inhomogeneous dynamic conv kernel against an fp64 unfold."""
+"""The I-Dynamic conv op (native kernels where they run) against an fp64
+unfold."""
 import platform
 
 import pytest
@@ -8,26 +9,42 @@ import torch.nn.functional as F
 from dwnet_mm.models import DWNet
 from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
                                     InhomogeneousDynamicConv2d)
-from dwnet_mm.ops import (i_dynamic_conv_nhwc, interleaved_channels,
-                          native_i_dynamic_supported)
+import dwnet_mm.ops.i_dynamic as i_dynamic_module
+from dwnet_mm.ops import (i_dynamic_conv, interleaved_channels, native_ops,
+                          set_native)
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
     not X86, reason='the native kernels are x86-64 only')
 
 
+def native_i_dynamic_supported(x, k, groups):
+    return native_ops() is not None and \
+        i_dynamic_module._runs_native(x, k, groups)
+
+
+def i_dynamic_conv_nhwc(x, hidden, weight, bias, k, groups, scale=None,
+                        out_bias=None, relu=False, interleaved=False):
+    with torch.no_grad():
+        return i_dynamic_conv(x, hidden, weight, bias, k, groups, scale,
+                              out_bias, relu, interleaved)
+
+
 def reference(x, hidden, weight, bias, k, groups, scale=None, out_bias=None):
-    """fp64: kernels from a matmul, applied through an explicit unfold."""
+    """fp64: kernels from a matmul (rows tap-major), applied through an
+    explicit unfold."""
     N, H, W, C = x.shape
     kernels = hidden.double() @ weight.double().t()
     if bias is not None:
         kernels = kernels + bias.double()
-    kernels = kernels.view(N, H * W, groups, 1, k * k)
+    kernels = kernels.view(N, H * W, k * k, groups).transpose(2, 3)
+    kernels = kernels.reshape(N, H * W, groups, 1, k * k)
     cols = F.unfold(x.double().permute(0, 3, 1, 2), k, padding=k // 2)
-    cols = cols.view(N, groups, C // groups, k * k, H * W).permute(0, 4, 1, 2, 3)
-    out = (cols * kernels).sum(-1).reshape(N, H, W, C)
+    cols = cols.view(N, groups, C // groups, k * k,
+                     H * W).permute(0, 4, 1, 2, 3)
     if scale is not None:
-        out = out * scale.double()
+        cols = cols * scale.double().view(1, 1, groups, -1, 1)
+    out = (cols * kernels).sum(-1).reshape(N, H, W, C)
     if out_bias is not None:
         out = out + out_bias.double()
     return out
@@ -36,7 +53,7 @@ def reference(x, hidden, weight, bias, k, groups, scale=None, out_bias=None):
 CASES = [
     # N, H, W, C, G, k: DWNet's 32 groups with 1-24 channels each, rows
     # narrower than the kernel and than a tile, odd widths (edge pixels and
-    # partial tiles), a group count without a compiled tile (12).
+    # partial tiles), a group count the native kernels do not take (12).
     (2, 9, 11, 96, 32, 7),
     (1, 6, 10, 768, 32, 7),
     (2, 5, 3, 32, 32, 7),
@@ -54,7 +71,7 @@ CASES = [
 def test_matches_unfold_reference(N, H, W, C, G, k, affine):
     torch.manual_seed(0)
     x = torch.randn(N, H, W, C)
-    assert native_i_dynamic_supported(x, k, G)
+    assert native_i_dynamic_supported(x, k, G) == (G % 8 == 0)
     hidden = torch.randn(N, H, W, C // 4 + 1)
     weight = torch.randn(G * k * k, hidden.shape[-1]) * 0.2
     bias = torch.randn(G * k * k)
@@ -87,7 +104,7 @@ def test_interleaved_order_matches_reference(N, H, W, C, G, k):
     bias = torch.randn(G * k * k)
     scale, out_bias = torch.rand(C) + 0.5, torch.randn(C)
     order = interleaved_channels(C, G)
-    assert native_i_dynamic_supported(x, k, G, interleaved=True)
+    assert native_i_dynamic_supported(x, k, G)
     out = i_dynamic_conv_nhwc(x[..., order].contiguous(), hidden, weight,
                               bias, k, G, scale[order], out_bias[order],
                               relu=True, interleaved=True)
@@ -97,14 +114,16 @@ def test_interleaved_order_matches_reference(N, H, W, C, G, k):
 
 
 @needs_native
-def test_interleaved_order_needs_groups_of_eight():
+def test_native_kernels_need_groups_of_eight():
     x = torch.randn(1, 5, 8, 96)
-    assert native_i_dynamic_supported(x, 7, 12)
-    assert not native_i_dynamic_supported(x, 7, 12, interleaved=True)
+    assert not native_i_dynamic_supported(x, 7, 12)
     hidden = torch.randn(1, 5, 8, 4)
     weight = torch.randn(12 * 49, 4)
     with pytest.raises(RuntimeError, match='multiple of 8'):
-        i_dynamic_conv_nhwc(x, hidden, weight, None, 7, 12, interleaved=True)
+        native_ops().i_dynamic_conv_nhwc(x, hidden.view(40, 4), weight, None,
+                                         7, chunk_pixels=8)
+    with pytest.raises(RuntimeError, match='multiple of 8'):
+        native_ops().i_dynamic_apply(x, torch.randn(40 * 49 * 12), 7)
 
 
 @needs_native
@@ -122,13 +141,14 @@ def test_deploy_block_runs_the_interleaved_kernel(channels, monkeypatch):
             m.weight.data.uniform_(0.5, 1.5)
     deployed = DeployDWNetBlock.from_block(block)
     x = torch.randn(2, 15, 17, channels)
+    calls = []
+    function = native_ops().i_dynamic_conv_nhwc
+    monkeypatch.setattr(native_ops(), 'i_dynamic_conv_nhwc',
+                        lambda *a, **k: calls.append(1) or function(*a, **k))
     with torch.no_grad():
-        assert deployed.depthwise.interleaved_order(x) is not None
-        # Fewer activations than reordered weights: the grouped order.
-        assert deployed.depthwise.interleaved_order(x[:1, :4]) is None
         out = deployed(x)
-        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
-        assert deployed.depthwise.interleaved_order(x) is None
+        assert calls
+        set_native(False)
         ref = block(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
@@ -136,8 +156,7 @@ def test_deploy_block_runs_the_interleaved_kernel(channels, monkeypatch):
 @needs_native
 def test_chunks_cover_every_pixel(monkeypatch):
     # Chunks of a few pixels: chunk and row boundaries fall anywhere.
-    import dwnet_mm.ops.i_dynamic as module
-    monkeypatch.setattr(module, 'I_DYNAMIC_CHUNK_PIXELS', 5)
+    monkeypatch.setattr(i_dynamic_module, 'I_DYNAMIC_CHUNK_PIXELS', 5)
     torch.manual_seed(1)
     x = torch.randn(3, 7, 9, 64)
     hidden = torch.randn(3, 7, 9, 16)
@@ -156,7 +175,7 @@ def test_module_native_equals_pytorch(monkeypatch):
         memory_format=torch.channels_last)
     with torch.no_grad():
         out = conv(x)
-        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        set_native(False)
         ref = conv(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
@@ -170,18 +189,17 @@ def test_deployed_model_native_equals_pytorch(monkeypatch):
     x = torch.randn(2, 3, 64, 72)
     with torch.no_grad():
         outs = model(x)
-        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        set_native(False)
         refs = model(x)
     for out, ref in zip(outs, refs):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_unsupported_inputs_use_pytorch():
-    assert not native_i_dynamic_supported(torch.zeros(1, 4, 4, 32), 7, 4)
-    assert not native_i_dynamic_supported(torch.zeros(1, 4, 4, 12), 7, 12)
-    assert not native_i_dynamic_supported(torch.zeros(1, 4, 4, 32), 4, 32)
-    assert not native_i_dynamic_supported(
-        torch.zeros(1, 4, 4, 32, dtype=torch.float64), 7, 32)
+    supported = i_dynamic_module._runs_native
+    assert not supported(torch.zeros(1, 4, 4, 32), 7, 4)
+    assert not supported(torch.zeros(1, 4, 4, 12), 7, 12)
+    assert not supported(torch.zeros(1, 4, 4, 32), 4, 32)
     # Few groups (the tests' small models): the module still works.
     conv = InhomogeneousDynamicConv2d(16, 7, i_dynamic_groups=4).eval()
     x = torch.randn(1, 16, 6, 6).contiguous(memory_format=torch.channels_last)

@@ -7,25 +7,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import dwnet_mm.ops.depthwise as depthwise_module
-import dwnet_mm.ops.dynamic_depthwise as dynamic_module
-import dwnet_mm.ops.export as export_ops
-import dwnet_mm.ops.i_dynamic as i_dynamic_module
+import dwnet_mm.ops.backend as backend_module
 from dwnet_mm.models.layers.dynamic_conv import (
     DynamicDepthwiseConv2d, FoldedInhomogeneousDynamicConv2d,
-    InhomogeneousDynamicConv2d)
-from dwnet_mm.ops import (LinearWeights, dynamic_depthwise_conv, fast_path,
-                          interleaved_channels, linear_relu, native_ops,
-                          needs_autograd, residual_linear)
-from dwnet_mm.ops.depthwise import depthwise_conv
-from dwnet_mm.ops.i_dynamic import i_dynamic_conv
-from dwnet_mm.ops.gemm import linear
-from dwnet_mm.ops.gelu_mlp import mlp
+    InhomogeneousDynamicConv2d, tap_major)
+from dwnet_mm.ops import (depthwise_conv, dynamic_depthwise_conv,
+                          i_dynamic_conv, linear, mlp, native_ops,
+                          set_native)
+from dwnet_mm.ops.i_dynamic import InhomogeneousDynamicConvFunction
 
 F32, F64 = torch.float32, torch.float64
-# (N, H, W, C, groups, k, dtype): odd sizes (a small map, under
-# SMALL_MAP_ELEMENTS) in both dtypes and kernel sizes, and a stage-1 shape
-# of DWNet-T in fp32 (the native kernels' dtype).
+# (N, H, W, C, groups, k, dtype): odd sizes (a small map) in both dtypes
+# and kernel sizes, and a stage-1 shape of DWNet-T in fp32 (the native
+# kernels' dtype).
 CASES = [(2, 13, 17, 32, 8, 7, F32), (2, 13, 17, 32, 8, 7, F64),
          (2, 13, 17, 32, 8, 12, F32), (2, 13, 17, 32, 8, 12, F64),
          (1, 56, 56, 96, 32, 7, F32)]
@@ -33,9 +27,9 @@ ODD_K_CASES = [case for case in CASES if case[5] % 2]
 
 
 @pytest.fixture(params=['native', 'pytorch'])
-def backend(request, monkeypatch):
+def backend(request):
     if request.param == 'pytorch':
-        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
+        set_native(False)
     return request.param
 
 
@@ -74,17 +68,6 @@ def grads(outputs, inputs, seed=1):
 
 def nchw(y):
     return y.permute(0, 3, 1, 2)
-
-
-def test_grad_predicates(monkeypatch):
-    leaf = torch.ones(2, requires_grad=True)
-    assert needs_autograd(leaf, None) and not fast_path(leaf)
-    with torch.no_grad():
-        assert not needs_autograd(leaf) and fast_path(leaf, None)
-    assert not fast_path(torch.ones(2), torch.ones(2, dtype=torch.float64))
-    monkeypatch.setattr(export_ops, 'onnx_exporting', lambda: True)
-    # Exporting: no graph to record, and no in-place/out= kernels either.
-    assert not needs_autograd(leaf) and not fast_path(torch.ones(2))
 
 
 @pytest.mark.parametrize('N,H,W,C,G,k,dtype', CASES)
@@ -147,9 +130,9 @@ def unfolded_i_dynamic(x, kernels, k):
 
 
 def _generator(module):
-    """The last generator layer of an I-Dynamic training module."""
-    conv2 = module.conv2[0]
-    return conv2.weight.flatten(1), conv2.bias
+    """The last generator layer of an I-Dynamic training module, its rows
+    tap-major."""
+    return tap_major(module.conv2[0], module.i_dynamic_groups)
 
 
 @pytest.mark.parametrize('N,H,W,C,G,k,dtype', CASES)
@@ -189,92 +172,53 @@ def test_i_dynamic_conv_like_the_deploy_module(backend, N, H, W, C, G, k,
     nn.init.uniform_(norm.running_var, 0.5, 2)
     folded = FoldedInhomogeneousDynamicConv2d.from_modules(module, norm)
     fc1, fc2 = folded.fc1, folded.fc2
+    # The folded module takes and gives interleaved channels.
+    order = folded.channel_order
+    inverse = torch.argsort(order)
     _, x = channels_last(N, H, W, C, dtype, grad)
-    params = (fc2.weight, fc2.bias, k, G, folded.input_scale, folded.bias)
+    scale, bias = folded.input_scale[inverse], folded.bias[inverse]
     with torch.set_grad_enabled(grad):
-        kernels = fc2(F.relu(fc1(x))).permute(0, 3, 1, 2)
-        expected = unfolded_i_dynamic(
-            nchw(x) * folded.input_scale.view(1, C, 1, 1), kernels, k)
-        expected = F.relu(expected + folded.bias.view(1, C, 1, 1)).permute(
+        grouped = (fc2.weight.view(k * k, G, -1).transpose(0, 1).reshape(
+            G * k * k, -1), fc2.bias.view(k * k, G).t().reshape(-1))
+        kernels = F.linear(F.relu(fc1(x[..., order])),
+                           *grouped).permute(0, 3, 1, 2)
+        expected = unfolded_i_dynamic(nchw(x) * scale.view(1, C, 1, 1),
+                                      kernels, k)
+        expected = F.relu(expected + bias.view(1, C, 1, 1)).permute(
             0, 2, 3, 1)
-        got = i_dynamic_conv(x, F.relu(fc1(x)), *params, relu=True)
-    assert got.is_contiguous()
+        got = folded(x[..., order])[..., inverse]
+        hidden = F.relu(fc1(x[..., order]))
+        got_grouped = i_dynamic_conv(x, hidden, fc2.weight, fc2.bias, k, G,
+                                     scale, bias, relu=True)
     assert_same(got, expected, dtype)
+    assert_same(got_grouped, expected, dtype)
     if grad:
         inputs = (x, *folded.parameters())
         for a, b in zip(grads([got], inputs), grads([expected], inputs)):
             assert_same_scale(a, b, dtype)
-        return
-    order = interleaved_channels(C, G)
-    hidden = F.relu(F.linear(x[..., order], fc1.weight[:, order], fc1.bias))
-    with torch.no_grad():
-        got = i_dynamic_conv(x[..., order], hidden, *params, relu=True,
-                             channel_order=order)
-    assert_same(got, expected[..., order], dtype)
 
 
-@pytest.mark.parametrize('residual', [False, True])
 @pytest.mark.parametrize('grad', [False, True])
 @pytest.mark.parametrize('N,H,W,C,G,k,dtype', ODD_K_CASES)
-def test_mlp(backend, N, H, W, C, G, k, dtype, grad, residual):
+def test_mlp(backend, N, H, W, C, G, k, dtype, grad):
     torch.manual_seed(0)
     shape = (N, H, W, C)
     fc1 = nn.Linear(C, 4 * C).to(dtype)
     fc2 = nn.Linear(4 * C, C).to(dtype)
     x = torch.randn(shape, dtype=dtype, requires_grad=grad)
     with torch.set_grad_enabled(grad):
-        expected = fc2(F.gelu(fc1(x)))
-        if residual:
-            expected = x + expected
-        got = mlp(x, fc1, fc2, residual=residual)
+        hidden = x @ fc1.weight.t() + fc1.bias
+        expected = 0.5 * hidden * (1 + torch.erf(hidden / 2**0.5)) @ \
+            fc2.weight.t() + fc2.bias
+        got = mlp(x, fc1, fc2)
+        got_relu = linear(x, fc1.weight, fc1.bias, relu=True)
     assert got.shape == shape and got.is_contiguous()
     assert_same(got, expected, dtype)
+    assert_same(got_relu, F.relu(x @ fc1.weight.t() + fc1.bias), dtype)
     if grad:
         inputs = (x, *fc1.parameters(), *fc2.parameters())
         for a, b in zip(grads([got], inputs), grads([expected], inputs)):
             assert_same_scale(a, b, dtype)
-
-
-def test_mlp_inplace_through_a_workspace(backend):
-    torch.manual_seed(0)
-    fc1, fc2 = nn.Linear(32, 128), nn.Linear(128, 32)
-    x = torch.randn(2, 13, 17, 32)
-    expected = x + fc2(F.gelu(fc1(x)))
-    workspace = torch.empty(1 << 12)
-    with torch.no_grad():
-        got = mlp(x, fc1, fc2, residual=True, inplace=True,
-                  workspace=workspace, cache_packed=True)
-    assert got.data_ptr() == x.data_ptr()
-    assert_same(got, expected.detach(), torch.float32)
-
-
-@pytest.mark.parametrize('rows', [4, 221, 3136])
-@pytest.mark.parametrize('grad', [False, True])
-def test_linear_entries(backend, rows, grad):
-    """Few rows (small-batch kernels), some, many (packed kernels), and the
-    deploy form's helpers."""
-    torch.manual_seed(0)
-    layer = nn.Linear(32, 48)
-    x = torch.randn(rows, 32, requires_grad=grad)
-    residual = torch.randn(rows, 48)
-    expected = F.linear(x, layer.weight, layer.bias)
-    with torch.set_grad_enabled(grad):
-        assert_same(linear(x, layer.weight, layer.bias), expected,
-                    torch.float32)
-        got = linear_relu(x, layer)
-        assert_same(got, F.relu(expected), torch.float32)
-        got = residual_linear(residual, x, LinearWeights(*layer.parameters()))
-        assert_same(got, residual + expected, torch.float32)
-        if grad:
-            for a, b in zip(grads([got], (x, *layer.parameters())),
-                            grads([residual + expected],
-                                  (x, *layer.parameters()))):
-                assert_same_scale(a, b, torch.float32)
-        out = residual.clone()
-        got = linear(x, layer.weight, layer.bias, out=out, accumulate=True)
-    # Written into out without autograd only.
-    assert (got is out) != grad
-    assert_same(got, residual + expected, torch.float32)
 
 
 def test_export_forms(monkeypatch):
@@ -298,11 +242,11 @@ def test_export_forms(monkeypatch):
                 dynamic_depthwise_conv(x, kernels, bias, relu=True),
                 i_dynamic_conv(x, hidden, weight, generator_bias, k, G,
                                scale, bias, relu=True),
-                mlp(x, fc1, fc2, residual=True),
+                mlp(x, fc1, fc2),
             ]
 
     expected = run()
-    monkeypatch.setattr(export_ops, 'onnx_exporting', lambda: True)
+    monkeypatch.setattr(backend_module, 'onnx_exporting', lambda: True)
     for got, want in zip(run(), expected):
         assert_same(got, want, torch.float32)
 
@@ -319,36 +263,50 @@ def _spy(monkeypatch, module, name, calls):
 
 @pytest.mark.skipif(native_ops() is None, reason='no native kernels here')
 def test_backends_chosen(monkeypatch):
-    """Native kernels for fp32 without autograd (and with it for the convs
-    that have a native backward), never for even kernels; the small-map
-    Function for the dynamic conv's gradient without them."""
+    """Native kernels for fp32 dynamic and I-Dynamic convs (the I-Dynamic
+    conv's autograd Function with autograd), never for even kernels or
+    groups that are not a multiple of 8, nor with the kernels switched off;
+    the static conv always in PyTorch's conv (the native kernels did not
+    win on the whole model)."""
     calls = []
-    for module, name in ((depthwise_module, 'depthwise_conv_nhwc'),
-                         (dynamic_module, 'depthwise_conv_nhwc'),
-                         (i_dynamic_module, 'i_dynamic_conv_nhwc')):
-        _spy(monkeypatch, module, name, calls)
+    _spy(monkeypatch, native_ops(), 'depthwise_conv_nhwc', calls)
+    _spy(monkeypatch, native_ops(), 'i_dynamic_conv_nhwc', calls)
     torch.manual_seed(0)
     _, x = channels_last(2, 13, 17, 32, F32)
-    for k, native in ((7, True), (12, False)):
+    for k, G, native in ((7, 8, True), (12, 8, False), (7, 4, False)):
         calls.clear()
         depthwise_conv(x, torch.randn(32, 1, k, k))
         dynamic_depthwise_conv(x, torch.randn(2, 32, k, k))
-        module = InhomogeneousDynamicConv2d(32, k, i_dynamic_groups=8).eval()
+        module = InhomogeneousDynamicConv2d(32, k, i_dynamic_groups=G).eval()
         with torch.no_grad():
             i_dynamic_conv(x, module.hidden_features(x),
-                           *_generator(module), k, 8)
-        assert len(calls) == (3 if native else 0)
+                           *_generator(module), k, G)
+        assert len(calls) == (2 if native else k % 2)
+    module = InhomogeneousDynamicConv2d(32, 7, i_dynamic_groups=8).eval()
+    out = i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
+                         7, 8)
+    assert 'InhomogeneousDynamicConvFunction' in type(out.grad_fn).__name__ \
+        or _in_graph(out, InhomogeneousDynamicConvFunction)
     calls.clear()
-    i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
-                   12, 8)
-    assert not calls
-    monkeypatch.setenv('DWNET_MM_NATIVE', '0')
-    out = dynamic_depthwise_conv(x, torch.randn(2, 32, 7, 7,
-                                                requires_grad=True))
-    assert not calls
-    node = out.grad_fn
-    while 'SmallMap' not in type(node).__name__:
-        node = node.next_functions[0][0]
+    set_native(False)
+    dynamic_depthwise_conv(x, torch.randn(2, 32, 7, 7))
+    out = i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
+                         7, 8)
+    assert not calls and not _in_graph(out, InhomogeneousDynamicConvFunction)
+
+
+def _in_graph(out, function):
+    """Whether ``function`` is a node of ``out``'s autograd graph."""
+    nodes, seen = [out.grad_fn], set()
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__.startswith(function.__name__):
+            return True
+        nodes.extend(n for n, _ in node.next_functions)
+    return False
 
 
 class _AllOps(nn.Module):
@@ -373,10 +331,16 @@ class _AllOps(nn.Module):
                          self.generator.bias).reshape(
                              x.shape[0], -1, self.k, self.k)
         x = dynamic_depthwise_conv(x, kernels, self.bias, relu=True)
-        x = i_dynamic_conv(x, linear_relu(x, self.hidden),
+        x = i_dynamic_conv(x, linear(x, self.hidden.weight,
+                                     self.hidden.bias, relu=True),
                            self.kernels.weight, self.kernels.bias, self.k,
                            self.G, self.scale, self.bias, relu=True)
-        return mlp(x, self.fc1, self.fc2, residual=True).permute(0, 3, 1, 2)
+        x = i_dynamic_conv(x, linear(x, self.hidden.weight,
+                                     self.hidden.bias, relu=True),
+                           self.kernels.weight, self.kernels.bias, self.k,
+                           self.G, self.scale, self.bias, relu=True,
+                           interleaved=True)
+        return (x + mlp(x, self.fc1, self.fc2)).permute(0, 3, 1, 2)
 
 
 def test_onnx_export(tmp_path):

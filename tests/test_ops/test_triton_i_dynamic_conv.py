@@ -18,10 +18,10 @@ CHECK = textwrap.dedent('''
 
     import torch
     from dwnet_mm.models.layers import InhomogeneousDynamicConv2d
-    from dwnet_mm.ops import (generate_and_apply_i_dynamic,
+    from dwnet_mm.models.layers.dynamic_conv import tap_major
+    from dwnet_mm.ops import (backend_for, i_dynamic_conv, set_triton,
                               triton_i_dynamic_conv,
-                              triton_i_dynamic_conv_into,
-                              triton_i_dynamic_supported)
+                              triton_i_dynamic_conv_into)
     from dwnet_mm.ops.triton_i_dynamic_conv import TritonIDynamicConv
 
     device = sys.argv[1]
@@ -31,7 +31,7 @@ CHECK = textwrap.dedent('''
 
     def reference(x, w, k):
         """fp64 PyTorch ops (the interpreter flag is off for CPU
-        tensors only through triton_i_dynamic_supported)."""
+        tensors only through dwnet_mm.ops.backend_for)."""
         B, G, k2, H, W = w.shape
         cols = torch.nn.functional.unfold(x.double().cpu(), k,
                                           padding=k // 2)
@@ -84,14 +84,14 @@ CHECK = textwrap.dedent('''
     layer = InhomogeneousDynamicConv2d(16, 7, i_dynamic_groups=4).to(device)
     x = torch.randn(2, 16, 6, 9, device=device, requires_grad=True)
     go = torch.randn(2, 16, 6, 9, device=device)
-    assert triton_i_dynamic_supported(x)
-    os.environ['DWNET_MM_TRITON'] = '0'
+    assert backend_for(x, triton=True) == 'triton'
+    set_triton(False)
     layer64 = copy.deepcopy(layer).double()
     x64 = x.detach().double().requires_grad_()
-    assert not triton_i_dynamic_supported(x64)
+    assert backend_for(x64, triton=True) != 'triton'
     want = layer64(x64)
     want.backward(go.double())
-    os.environ['DWNET_MM_TRITON'] = '1'
+    set_triton(True)
     out = layer(x)
     out.backward(go)
     pairs = [('out', out, want), ('grad_x', x.grad, x64.grad)] + [
@@ -103,19 +103,29 @@ CHECK = textwrap.dedent('''
             continue
         e = error(got.cpu(), ref.cpu())
         assert e < 1e-5, (name, e)
-    conv2 = layer.conv2[0]
     layer.eval()
     layer64.eval()
     with torch.no_grad():
-        os.environ['DWNET_MM_TRITON'] = '0'
+        set_triton(False)
         want = layer64(x64).cpu()
-        os.environ['DWNET_MM_TRITON'] = '1'
+        set_triton(True)
         assert error(layer(x).cpu(), want) < 1e-5
-        got = generate_and_apply_i_dynamic(
-            x, layer.hidden_features(x.permute(0, 2, 3, 1)),
-            conv2.weight.flatten(1), conv2.bias,
-            7, 4)
-        assert error(got.cpu(), want) < 1e-5
+        # The deploy form's call: interleaved channels, scale, bias, ReLU.
+        x_nhwc = x.permute(0, 2, 3, 1)
+        order = torch.arange(16, device=device).view(4, 4).t().reshape(-1)
+        scale = torch.rand(16, device=device) + 0.5
+        bias = torch.randn(16, device=device)
+        hidden = layer.hidden_features(x_nhwc)
+        weight, kernel_bias = tap_major(layer.conv2[0], 4)
+        got = i_dynamic_conv(x_nhwc[..., order], hidden, weight, kernel_bias,
+                             7, 4, scale[order], bias[order], relu=True,
+                             interleaved=True)
+        set_triton(False)
+        want = i_dynamic_conv(*(t.double().cpu() for t in (
+            x_nhwc, hidden, weight, kernel_bias)), 7, 4,
+            scale.double().cpu(), bias.double().cpu(), relu=True)
+        set_triton(True)
+        assert error(got.cpu(), want[..., order.cpu()]) < 1e-5
     if device == 'cuda':
         # Mixed precision: bf16 kernels, fp32 sums; the backward's GEMMs
         # under autocast too.
@@ -151,15 +161,16 @@ def test_triton_i_dynamic_on_cuda():
 
 
 def test_cpu_tensors_do_not_take_the_triton_path(monkeypatch):
-    from dwnet_mm.ops import triton_i_dynamic_supported
+    from dwnet_mm.ops import backend_for, set_native, set_triton
+    x = torch.randn(1, 4, 3, 3)
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
-    assert not triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
+    assert backend_for(x, triton=True) != 'triton'
     monkeypatch.setenv('TRITON_INTERPRET', '1')
-    assert triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
-    monkeypatch.setenv('DWNET_MM_NATIVE', '0')  # the CPU kernels only
-    assert triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
-    monkeypatch.setenv('DWNET_MM_TRITON', '0')
-    assert not triton_i_dynamic_supported(torch.randn(1, 4, 3, 3))
+    assert backend_for(x, triton=True) == 'triton'
+    set_native(False)  # the CPU kernels only
+    assert backend_for(x, triton=True) == 'triton'
+    set_triton(False)
+    assert backend_for(x, triton=True) == 'torch'
 
 
 def test_triton_i_dynamic_rejects_a_wrong_weight_shape():

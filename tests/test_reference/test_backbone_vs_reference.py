@@ -11,6 +11,7 @@ from reference.dwnet import ReferenceDWNet
 from reference.weights import randomize_, relative_error, to_dwnet_mm
 
 from dwnet_mm.models import DWNet
+from dwnet_mm.ops import set_native, set_triton
 
 ARCH = dict(channels=[32, 64, 128, 256], depths=[2, 1, 2, 1])
 GROUPS = 8  # I-Dynamic channel groups of ARCH (4..32 channels each)
@@ -72,8 +73,7 @@ def assert_eval_outputs_equal(model, reference, form, monkeypatch,
     if form == 'deploy':
         model.switch_to_deploy()
     if form == 'pytorch_ops':
-        monkeypatch.setenv('DWNET_MM_NATIVE', '0')
-        monkeypatch.setenv('DWNET_MM_TRITON', '0')
+        set_native(False), set_triton(False)
     with torch.no_grad():
         for batch, height, width in SIZES:
             x = image(batch, height, width, device=device)

@@ -23,6 +23,7 @@ from reference.backbone import reference_backbone_cfg
 from reference.weights import randomize_, relative_error, to_dwnet_mm
 
 import dwnet_mm  # noqa: F401  (registers DWNet)
+from dwnet_mm.ops import set_native, set_triton
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOL = 1e-4
@@ -128,8 +129,7 @@ def native_switch(monkeypatch):
 
     def apply(form):
         if form == 'pytorch_ops':
-            monkeypatch.setenv('DWNET_MM_NATIVE', '0')
-            monkeypatch.setenv('DWNET_MM_TRITON', '0')
+            set_native(False), set_triton(False)
 
     return apply
 

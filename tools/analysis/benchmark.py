@@ -17,11 +17,11 @@ out; img/s is the median over rounds.
     python tools/analysis/benchmark.py --device cuda --batch-size 128 \\
         --dtype bf16 --cudnn-benchmark                       # a GPU, AMP
 
-DWNet's depth-wise convs and MLPs run in dwnet_mm's native CPU kernels
-where they can, and on a GPU its I-Dynamic conv in a Triton kernel (see
+DWNet's depth-wise convs run in dwnet_mm's native CPU kernels where they
+can, and on a GPU its I-Dynamic conv in a Triton kernel (see
 ``dwnet_mm/ops``); ``--pytorch-ops`` adds a twin of every DWNet run that
-uses PyTorch's ops instead (``DWNET_MM_NATIVE=0`` and ``DWNET_MM_TRITON=0``
-around its steps), so the
+uses PyTorch's ops instead (:func:`dwnet_mm.ops.pytorch_ops` around its
+steps), so the
 kernels' gain is measured in the same rounds. ``--runtimes onnxruntime
 openvino`` adds, for every DWNet inference run on the CPU, the same model
 (same form, same weights) exported to ONNX
@@ -395,23 +395,11 @@ class ExportedEntry(Entry):
         self.run(self.inputs)
 
 
-@contextlib.contextmanager
 def pytorch_ops():
     """Run dwnet_mm's layers on PyTorch ops, not its native CPU kernels or
-    its Triton kernel."""
-    from dwnet_mm.ops.native import DISABLE_ENV
-    from dwnet_mm.ops.triton_i_dynamic_conv import TRITON_DISABLE_ENV
-    old = {name: os.environ.get(name)
-           for name in (DISABLE_ENV, TRITON_DISABLE_ENV)}
-    os.environ.update(dict.fromkeys(old, '0'))
-    try:
-        yield
-    finally:
-        for name, value in old.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+    its Triton kernel (:func:`dwnet_mm.ops.pytorch_ops`)."""
+    from dwnet_mm.ops import pytorch_ops
+    return pytorch_ops()
 
 
 def synchronize(device):
@@ -421,9 +409,7 @@ def synchronize(device):
 
 class GemmPeak:
     """Large square matmuls: the machine's practical MAC/s peak in a dtype
-    (``--dtype``; fp32 by default), the better of PyTorch's ``torch.mm``
-    (MKL on x86) and, for fp32 on the CPU, dwnet_mm's native product, timed
-    in turn each round."""
+    (``--dtype``; fp32 by default), PyTorch's ``torch.mm`` (MKL on x86)."""
 
     def __init__(self, size, device, count=3, timer=time.perf_counter,
                  dtype='fp32'):
@@ -436,33 +422,18 @@ class GemmPeak:
         self.macs = size**3 * count
         self.count = count
         self.device = device
-        self.rates = []  # the better of the two, per round
-        self.torch_rates = []
-        self.native_rates = []
-        from dwnet_mm.ops import matmul_into, native_ops_for
-        self.native = None
-        if native_ops_for(self.a) is not None and size % 16 == 0:
-            self.native = lambda: matmul_into(self.out, self.a, self.b)
+        self.rates = []
 
-    def _time(self, product):
-        product()  # warm caches and threads
+    def run(self):
+        """Time one round; returns (and records) the MAC/s."""
+        torch.mm(self.a, self.b, out=self.out)  # warm caches and threads
         synchronize(self.device)
         start = self.timer()
         for _ in range(self.count):
-            product()
+            torch.mm(self.a, self.b, out=self.out)
         synchronize(self.device)
-        return self.macs / (self.timer() - start)
-
-    def run(self):
-        """Time one round; returns (and records) the better MAC/s."""
-        self.torch_rates.append(
-            self._time(lambda: torch.mm(self.a, self.b, out=self.out)))
-        rate = self.torch_rates[-1]
-        if self.native is not None:
-            self.native_rates.append(self._time(self.native))
-            rate = max(rate, self.native_rates[-1])
-        self.rates.append(rate)
-        return rate
+        self.rates.append(self.macs / (self.timer() - start))
+        return self.rates[-1]
 
 
 def peak_memory(entry):
@@ -605,15 +576,9 @@ def report(env, entries, gemm, macs, memory, layer_rows):
     print('\n## Environment')
     for key, value in env.items():
         print(f'- {key}: {value}')
-    print(f'- {gemm.dtype} GEMM peak ({gemm.a.shape[0]}^3 matmuls, the '
-          f'better of torch.mm and dwnet_mm\'s native product each round): '
-          f'median {peak / 1e9:.1f} GMAC/s, best {max(gemm.rates) / 1e9:.1f} '
-          f'GMAC/s over {len(gemm.rates)} rounds')
-    torch_rate = statistics.median(gemm.torch_rates) / 1e9
-    native = '' if not gemm.native_rates else (
-        '; dwnet_mm native: median '
-        f'{statistics.median(gemm.native_rates) / 1e9:.1f} GMAC/s')
-    print(f'  - torch.mm: median {torch_rate:.1f} GMAC/s{native}')
+    print(f'- {gemm.dtype} GEMM peak ({gemm.a.shape[0]}^3 torch.mm '
+          f'matmuls): median {peak / 1e9:.1f} GMAC/s, best '
+          f'{max(gemm.rates) / 1e9:.1f} GMAC/s over {len(gemm.rates)} rounds')
     results = []
     for mode, title in (('infer', 'Inference'), ('train', 'Training step')):
         rows = [e for e in entries if e.mode == mode]
@@ -683,8 +648,7 @@ def report(env, entries, gemm, macs, memory, layer_rows):
           'memory: tensors allocated during one step above the start (see '
           '--help).')
     return dict(environment=env, gemm_peak_gmacs=peak / 1e9,
-                gemm_rates=gemm.rates, gemm_torch_rates=gemm.torch_rates,
-                gemm_native_rates=gemm.native_rates, results=results,
+                gemm_rates=gemm.rates, results=results,
                 layer_memory=layer_rows)
 
 

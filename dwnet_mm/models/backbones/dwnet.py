@@ -9,7 +9,6 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...converters import load_dwnet_checkpoint, state_dict_for
-from ...ops import MlpWorkspace
 from ..layers import (DEPTHWISE_TYPES, ChannelScaleShift, DWNetStage,
                       PatchEmbed, PatchMerging, channel_norm_nhwc)
 
@@ -334,8 +333,6 @@ class DWNet(BaseModule):
                 outs.append(out.mean(dim=(1, 2)))
             else:
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
-        if self.deploy:
-            self.workspace.release()
         return tuple(outs)
 
     @torch.no_grad()
@@ -348,11 +345,9 @@ class DWNet(BaseModule):
         :mod:`dwnet_mm.models.layers.deploy_block`), BatchNorm stem and merging
         norms folded into their layers; output BatchNorms become a
         per-channel scale and shift. The blocks then run on NHWC tensors
-        with no layout conversion, updating the residual stream (which the
-        backbone owns) in place when no gradient is recorded and sharing
-        one MLP buffer. The outputs equal those of the training form in
-        eval mode (up to rounding); stochastic depth is dropped. Calling it
-        again does nothing.
+        with no layout conversion. The outputs equal those of the training
+        form in eval mode (up to rounding); stochastic depth is dropped.
+        Calling it again does nothing.
 
         After it, :meth:`load_state_dict` takes deployed state dicts, and
         training-form ones too: those are deployed on loading
@@ -383,10 +378,6 @@ class DWNet(BaseModule):
             norm = getattr(self, f'norm{i}')
             if isinstance(norm, _BatchNorm):
                 setattr(self, f'norm{i}', ChannelScaleShift.from_bn(norm))
-        self.workspace = MlpWorkspace()
-        for stage in self.stages:
-            for block in stage.blocks:
-                block.inplace, block.workspace = True, self.workspace
         self.deploy = True
         return self
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_norm_layer
 
-from dwnet_mm.ops import depthwise_conv, depthwise_conv_taps, exporting, linear
+from dwnet_mm.ops import (depthwise_conv, depthwise_conv_taps, linear,
+                          onnx_exporting)
 from .batchnorm_folding import fold_bn_after, param_like
 from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
 from .squeeze_excitation import SqueezeExcitation
@@ -91,10 +92,6 @@ class FoldedDepthwiseConv2d(nn.Conv2d):
         module.bias = param_like(bias, conv.weight)
         return module
 
-    def interleaved_order(self, x):
-        """None: this conv runs in the natural channel order."""
-        return None
-
     def forward(self, x):
         """(N, H, W, C) -> (N, H, W, C)."""
         return depthwise_conv(x, self.weight, self.bias, relu=True)
@@ -127,7 +124,7 @@ class SharedDepthwiseConv2d(nn.Module):
 
     def forward(self, x):
         """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
-        if exporting():
+        if onnx_exporting():
             return self._forward_taps(x)
         weight = self.weight.repeat_interleave(
             x.shape[1] // self.weight_groups, dim=0)

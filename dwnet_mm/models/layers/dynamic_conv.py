@@ -5,10 +5,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from dwnet_mm.ops import (LinearWeights, dynamic_depthwise_conv,
-                          i_dynamic_conv, interleaved_channels, linear,
-                          linear_relu, native_i_dynamic_supported)
-from dwnet_mm.ops.dispatch import fast_path
+from dwnet_mm.ops import (dynamic_depthwise_conv, i_dynamic_conv,
+                          interleaved_channels, linear)
 from .batchnorm_folding import (bn_scale_shift, fold_bn_after, linear_from,
                                 param_like)
 
@@ -101,14 +99,11 @@ class FoldedDynamicDepthwiseConv2d(nn.Module):
         module.bias = param_like(dynamic.bias.double() * scale + shift, like)
         return module
 
-    def interleaved_order(self, x):
-        """None: this conv runs in the natural channel order."""
-        return None
-
     def forward(self, x):
         """(N, H, W, C) -> (N, H, W, C)."""
         k = self.kernel_size
-        context = linear_relu(x.mean((1, 2)), self.fc1)
+        context = linear(x.mean((1, 2)), self.fc1.weight, self.fc1.bias,
+                         relu=True)
         kernels = linear(context, self.fc2.weight, self.fc2.bias)
         return dynamic_depthwise_conv(x, kernels.view(-1, self.channels, k, k),
                                       self.bias, relu=True)
@@ -162,9 +157,8 @@ class InhomogeneousDynamicConv2d(nn.Module):
     def forward(self, x):
         """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
         x = x.permute(0, 2, 3, 1)
-        conv2 = self.conv2[0]
-        return i_dynamic_conv(x, self.hidden_features(x),
-                              conv2.weight.flatten(1), conv2.bias,
+        weight, bias = tap_major(self.conv2[0], self.i_dynamic_groups)
+        return i_dynamic_conv(x, self.hidden_features(x), weight, bias,
                               self.kernel_size,
                               self.i_dynamic_groups).permute(0, 3, 1, 2)
 
@@ -172,6 +166,18 @@ class InhomogeneousDynamicConv2d(nn.Module):
         """This conv, the BatchNorm ``norm`` after it and a ReLU as one
         :class:`FoldedInhomogeneousDynamicConv2d`."""
         return FoldedInhomogeneousDynamicConv2d.from_modules(self, norm)
+
+
+def tap_major(conv, groups):
+    """The weight (k*k*G, C_h) and bias of the generator's last 1x1 conv,
+    whose rows are laid out (G, k*k), with the rows reordered to (k*k, G),
+    the layout of :func:`dwnet_mm.ops.i_dynamic_conv`."""
+    weight = conv.weight.flatten(1)
+    weight = weight.view(groups, -1, weight.shape[1]).transpose(0, 1)
+    bias = conv.bias
+    if bias is not None:
+        bias = bias.view(groups, -1).t().reshape(-1)
+    return weight.reshape(-1, weight.shape[-1]), bias
 
 
 class FoldedInhomogeneousDynamicConv2d(nn.Module):
@@ -184,6 +190,12 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
     input of the kernel application (``input_scale``, in the same copy that
     pads it) and its shift starts the accumulation (``bias``), so it costs
     no extra pass.
+
+    It runs in the interleaved channel order (channel ``s * G + g`` is the
+    ``s``-th of group ``g``), which the native kernels need: ``fc1``'s
+    columns, ``input_scale`` and ``bias`` are reordered at folding, and
+    :class:`DeployDWNetBlock` reorders the 1x1 convs around it
+    (:attr:`channel_order`). ``fc2``'s rows are laid out (k*k, G).
 
     Args:
         channels (int): Number of channels C.
@@ -208,44 +220,27 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
         like = conv2.weight
         module = cls(conv1.in_channels, dynamic.kernel_size,
                      dynamic.i_dynamic_groups, conv1.out_channels).to(like)
+        order = module.channel_order
         w1, b1 = fold_bn_after(conv1.weight.flatten(1), conv1.bias, bn1)
-        module.fc1 = linear_from(w1, b1, like)
-        module.fc2 = linear_from(conv2.weight.flatten(1), conv2.bias, like)
+        module.fc1 = linear_from(w1[:, order], b1, like)
+        module.fc2 = linear_from(*tap_major(conv2, dynamic.i_dynamic_groups),
+                                 like)
         scale, shift = bn_scale_shift(norm)
-        module.input_scale = param_like(scale, like)
-        module.bias = param_like(shift, like)
+        module.input_scale = param_like(scale[order], like)
+        module.bias = param_like(shift[order], like)
         return module
 
-    def interleaved_order(self, x):
-        """The channel order of the fast native kernel
-        (:func:`dwnet_mm.ops.interleaved_channels`) where it runs for the
-        NHWC input ``x``, else None."""
-        if not fast_path(x, self.fc1.weight, self.fc2.weight) or \
-                not native_i_dynamic_supported(
-                    x, self.kernel_size, self.i_dynamic_groups,
-                    interleaved=True):
-            return None
-        channels = x.shape[-1]
-        # The weights of fc1 and of the 1x1 convs around this layer are
-        # reordered in every forward: where they outnumber the activations
-        # (the last stage at small batches), copying them costs more time
-        # and memory than the faster kernel saves.
-        if x.numel() < self.fc1.weight.numel() + 2 * channels**2:
-            return None
-        return interleaved_channels(channels, self.i_dynamic_groups,
-                                    x.device)
+    @property
+    def channel_order(self):
+        """The interleaved order of the channels, as indices into the
+        grouped one (:func:`dwnet_mm.ops.interleaved_channels`)."""
+        return interleaved_channels(self.input_scale.numel(),
+                                    self.i_dynamic_groups)
 
-    def forward(self, x, order=None):
-        """(N, H, W, C) -> (N, H, W, C).
-
-        Args:
-            x (Tensor): Input.
-            order (Tensor, optional): :meth:`interleaved_order`, where ``x``
-                and the output are in that channel order. Defaults to None.
-        """
-        fc1 = self.fc1 if order is None else LinearWeights(
-            self.fc1.weight[:, order], self.fc1.bias)
-        return i_dynamic_conv(x, linear_relu(x, fc1), self.fc2.weight,
-                              self.fc2.bias, self.kernel_size,
-                              self.i_dynamic_groups, self.input_scale,
-                              self.bias, relu=True, channel_order=order)
+    def forward(self, x):
+        """(N, H, W, C) -> (N, H, W, C), channels interleaved."""
+        return i_dynamic_conv(
+            x, linear(x, self.fc1.weight, self.fc1.bias, relu=True),
+            self.fc2.weight, self.fc2.bias, self.kernel_size,
+            self.i_dynamic_groups, self.input_scale, self.bias, relu=True,
+            interleaved=True)

@@ -34,13 +34,13 @@ inline const float* optional_channels(const c10::optional<at::Tensor>& t,
   return t->data_ptr<float>();
 }
 
-// rows x C values in place: x = GELU(x + bias), bias (C, ) or nullptr; on
-// the calling thread (activation.cpp).
-void bias_gelu_rows(float* x, const float* bias, int64_t C, int64_t rows);
-
-// count values: act = GELU(x), then x = GELU'(x), on the calling thread
-// (activation.cpp).
-void gelu_and_slope(float* x, float* act, int64_t count);
+// The interleaved channel order of the I-Dynamic kernels needs G to be a
+// multiple of 8 that divides C.
+inline void check_groups(const at::Tensor& x, int64_t G) {
+  TORCH_CHECK(G % kLanes == 0 && x.size(3) % G == 0,
+              "the interleaved kernels need groups a multiple of 8 that "
+              "divides C, got ", G, " groups of ", x.size(3), " channels");
+}
 
 }  // namespace dwnet_mm
 
