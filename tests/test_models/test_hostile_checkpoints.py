@@ -18,7 +18,6 @@ import io
 import json
 import os
 import os.path as osp
-import pickle
 import random
 import re
 import struct
@@ -34,6 +33,7 @@ import torch
 
 from dwnet_mm.safe_loading import (UnsafeCheckpointError,
                                    checkpoint_loading, safe_load)
+from checkpoint_files import checkpoint_with_pickle
 from test_checkpoint_loading import SMALL, authors_shapes, make_state_dict
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -81,30 +81,6 @@ def reconstruct():
 def dtype_with_state(name, state):
     """A dtype that pickles as ``numpy.dtype(name)`` with BUILD ``state``."""
     return Call(np.dtype, name, False, False, state=state)
-
-
-def raw_pickle_checkpoint(data_pkl, form):
-    """A checkpoint file whose object pickle is ``data_pkl`` (raw bytes)."""
-    buffer = io.BytesIO()
-    torch.save({}, buffer, _use_new_zipfile_serialization=form == 'zip')
-    if form == 'legacy':
-        header = [pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2),
-                  pickle.dumps(torch.serialization.PROTOCOL_VERSION,
-                               protocol=2),
-                  pickle.dumps(dict(protocol_version=1001, little_endian=True,
-                                    type_sizes=dict(short=2, int=4, long=4)),
-                               protocol=2)]
-        return b''.join(header + [data_pkl, pickle.dumps([], protocol=2)])
-    out = io.BytesIO()
-    buffer.seek(0)
-    with zipfile.ZipFile(buffer) as src, \
-            zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename.endswith('/data.pkl'):
-                data = data_pkl
-            dst.writestr(info.filename, data)
-    return out.getvalue()
 
 
 def deep_tuple_key(depth):
@@ -231,7 +207,7 @@ def file_bytes(payload, form):
     if callable(payload):
         return payload(form)
     if isinstance(payload, bytes):
-        return raw_pickle_checkpoint(payload, form)
+        return checkpoint_with_pickle(payload, form)
     buffer = io.BytesIO()
     torch.save(payload, buffer, _use_new_zipfile_serialization=form == 'zip')
     return buffer.getvalue()

@@ -25,16 +25,16 @@ import sys
 import tarfile
 import types
 import warnings
-import zipfile
 
 import pytest
 import torch
 
 import dwnet_mm
 from dwnet_mm.converters import load_checkpoint_file, load_dwnet_checkpoint
+from dwnet_mm.models import DWNet
 from dwnet_mm.safe_loading import (UnsafeCheckpointError,
                                    checkpoint_loading, safe_load)
-from dwnet_mm.models import DWNet
+from checkpoint_files import checkpoint_with_pickle, legacy_checkpoint
 from test_checkpoint_loading import SMALL, authors_shapes, make_state_dict
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -230,45 +230,14 @@ def tamper_payloads():
 # ---------------------------------------------------------------------------
 # Writing the two formats by hand.
 # ---------------------------------------------------------------------------
-def write_zip(data_pkl, path):
-    """A torch zip checkpoint whose data.pkl is ``data_pkl``."""
-    template = io.BytesIO()
-    torch.save({}, template)
-    template.seek(0)
-    with zipfile.ZipFile(template) as src, \
-            zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename.endswith('/data.pkl'):
-                data = data_pkl
-            dst.writestr(info.filename, data)
-    return path
-
-
-def legacy_header():
-    return [
-        pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2),
-        pickle.dumps(torch.serialization.PROTOCOL_VERSION, protocol=2),
-        pickle.dumps(dict(protocol_version=1001, little_endian=True,
-                          type_sizes=dict(short=2, int=4, long=4)),
-                     protocol=2),
-    ]
-
-
 def write_legacy(main_pkl, path, in_header=False):
-    """A legacy (non-zip) torch checkpoint; ``in_header`` puts the payload
-    where torch reads the magic number with ``pickle_module.load``."""
-    parts = legacy_header() + [main_pkl, pickle.dumps([], protocol=2)]
-    if in_header:
-        parts[0] = main_pkl
-    with open(path, 'wb') as f:
-        f.write(b''.join(parts))
+    path.write_bytes(legacy_checkpoint(main_pkl, in_header))
     return path
 
 
 def write_payload(data, path, form):
-    return write_zip(data, path) if form == 'zip' else write_legacy(
-        data, path)
+    path.write_bytes(checkpoint_with_pickle(data, form))
+    return path
 
 
 # ---------------------------------------------------------------------------
