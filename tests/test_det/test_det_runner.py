@@ -98,18 +98,20 @@ def test_train_iterations(conv_type, coco_fixture, tmp_path):
         assert losses[f's{stage}.loss_cls'] == pytest.approx(
             weight * math.log(NUM_CLASSES + 1), rel=0.1)
 
-    # The second iteration ran at the first step of the linear warm-up
-    # (mmengine's LinearLR reaches the full lr at step end - begin - 1).
+    # The second iteration ran at the first step of the authors' linear
+    # warm-up: lr * (ratio + (1 - ratio) * i / 500) at i = 1.
     lr = hub.get_scalar('train/lr').current()
     expected_lr = BASE_LR * (WARMUP_RATIO +
-                             (1 - WARMUP_RATIO) / (WARMUP_ITERS - 1))
+                             (1 - WARMUP_RATIO) / WARMUP_ITERS)
     assert lr == pytest.approx(expected_lr, rel=1e-3)
 
     groups = _param_groups_by_name(runner)
-    no_decay = ['backbone.norm0.weight', 'backbone.patch_embed.norm.bias',
-                'backbone.stages.0.blocks.0.mixer.pointwise_in.bn.weight',
-                'roi_head.bbox_head.0.shared_convs.0.bn.weight']
+    # The authors' rule: only the stem, merging and output norms are exempt;
+    # the blocks' and the heads' BNs keep weight decay.
+    no_decay = ['backbone.norm0.weight', 'backbone.patch_embed.norm.bias']
     decay = ['backbone.stages.0.blocks.0.mlp.fc1.weight',
+             'backbone.stages.0.blocks.0.mixer.pointwise_in.bn.weight',
+             'roi_head.bbox_head.0.shared_convs.0.bn.weight',
              'neck.fpn_convs.0.conv.weight',
              'roi_head.bbox_head.1.shared_fcs.0.weight',
              'roi_head.mask_head.2.conv_logits.weight']
