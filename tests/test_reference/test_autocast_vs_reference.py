@@ -99,6 +99,9 @@ def test_classifier_autocast(device, dtype, conv_type, tmp_path):
 
 @pytest.mark.parametrize('device,dtype', PRECISIONS)
 def test_segmentor_autocast(device, dtype, tmp_path):
+    if device == 'cpu':
+        pytest.skip('CUDA only: bf16 convolutions of UPerHead\'s 512-channel '
+                    'maps take minutes on CPUs without bf16 units')
     model, reference = pair('seg/upernet_dwnet_tiny_160k_ade20k.py', 'mmseg',
                             'training', tmp_path)
     model.to(device), reference.to(device)
