@@ -62,10 +62,12 @@ def test_train_iterations(conv_type, ade20k_fixture, tmp_path):
     assert lr == pytest.approx(expected, rel=1e-3)
 
     groups = _param_groups_by_name(runner)
-    no_decay = ['backbone.norm0.weight', 'backbone.patch_embed.norm.bias',
-                'backbone.stages.0.blocks.0.mixer.pointwise_in.bn.weight',
-                'decode_head.fpn_bottleneck.bn.weight']
+    # The authors' rule: only the stem, merging and output norms are exempt;
+    # the blocks' and the heads' BNs keep weight decay.
+    no_decay = ['backbone.norm0.weight', 'backbone.patch_embed.norm.bias']
     decay = ['backbone.stages.0.blocks.0.mlp.fc1.weight',
+             'backbone.stages.0.blocks.0.mixer.pointwise_in.bn.weight',
+             'decode_head.fpn_bottleneck.bn.weight',
              'decode_head.conv_seg.weight',
              'auxiliary_head.convs.0.conv.weight']
     for name in no_decay:
