@@ -64,3 +64,15 @@ def _restore_backend_switches():
     saved = use_native(), use_triton()
     yield
     set_native(saved[0]), set_triton(saved[1])
+
+
+@pytest.fixture
+def no_tf32():
+    """Plain fp32 on CUDA: TF32 convs and matmuls differ by ~1e-3."""
+    saved = (torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    (torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = saved

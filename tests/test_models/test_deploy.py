@@ -65,18 +65,6 @@ def has_batchnorm(model):
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
-@pytest.fixture
-def no_tf32():
-    """Plain fp32 on CUDA: TF32 convs and matmuls differ by ~1e-3."""
-    saved = (torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    (torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.allow_tf32) = saved
-
-
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('conv_type', CONV_TYPES)
 @pytest.mark.parametrize('dense', [False, True])
