@@ -316,8 +316,8 @@ def worker_triton(args):
                       keyword, junit)
     cases = read_junit(junit)
     details = summarise_cases(cases)
-    from dwnet_mm.ops import (inhomogeneous_dynamic_conv,
-                              triton_i_dynamic_supported)
+    from dwnet_mm.ops import (backend_for, inhomogeneous_dynamic_conv,
+                              set_triton)
     dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16,
               'fp16': torch.float16}
     rows, failures = [], list(details['failures'])
@@ -329,14 +329,15 @@ def worker_triton(args):
                  k).to(dtype)
             grad = torch.randn(B, C, H, W, device=args.device).to(dtype)
             results = {}
-            for path, switch in (('triton', '1'), ('pytorch', '0')):
-                os.environ['DWNET_MM_TRITON'] = switch
-                assert triton_i_dynamic_supported(x) == (path == 'triton')
+            for path in ('triton', 'pytorch'):
+                set_triton(path == 'triton')
+                assert (backend_for(x, triton=True) == 'triton') == (
+                    path == 'triton'), path
                 xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
                 out = inhomogeneous_dynamic_conv(xs, ws, k)
                 out.backward(grad)
                 results[path] = (out, xs.grad, ws.grad)
-            os.environ['DWNET_MM_TRITON'] = '0'
+            set_triton(False)
             x64 = x.cpu().double().requires_grad_()
             w64 = w.cpu().double().requires_grad_()
             out64 = inhomogeneous_dynamic_conv(x64, w64, k)
@@ -357,7 +358,7 @@ def worker_triton(args):
                 failures.append(f'{name} {row["shape"]}: error {worst:.2e} '
                                 f'>= {TRITON_TOL[name]:.0e}')
             rows.append(row)
-    os.environ.pop('DWNET_MM_TRITON', None)
+    set_triton(True)
     details.update(dtype_checks=rows, failures=failures)
     ok = not failures and pytest_status(code, cases) == 'passed'
     worst = {n: max(max(r[f'triton_{p}'] for p in ('out', 'grad_x',
@@ -436,15 +437,18 @@ def worker_amp(args):
                 wrapper_cfg.setdefault('loss_scale', 'dynamic')
             wrapper = build_optim_wrapper(model, wrapper_cfg)
             torch.manual_seed(1)
-            log_vars = model.train_step(data, wrapper)
-            loss = float(log_vars['loss'].detach())
+            # A recipe that accumulates gradients (I-Dynamic-T) steps the
+            # optimizer on its last micro-batch only.
+            for _ in range(wrapper_cfg.get('accumulative_counts', 1)):
+                log_vars = model.train_step(data, wrapper)
+                loss = losses.get(precision, float(log_vars['loss'].detach()))
+                losses.setdefault(precision, loss)
             params = [p for p in model.parameters() if p.requires_grad]
             finite = math.isfinite(loss) and all(
                 torch.isfinite(p).all() for p in params)
             moved = sum(not torch.equal(p.detach(), start[n].to(p.device))
                         for n, p in model.named_parameters()
                         if n in start and p.requires_grad)
-            losses[precision] = loss
             row = dict(conv_type=conv_type, precision=precision, loss=loss,
                        finite=bool(finite),
                        params_updated=f'{moved}/{len(params)}',
