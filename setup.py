@@ -94,9 +94,9 @@ extras = {
     'seg': ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
 }
 extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
-# ONNX export (tools/deployment/pytorch2onnx.py) and its ONNX Runtime check.
-extras['deploy'] = ['onnx', 'onnxruntime']
-extras['tests'] = extras['all'] + extras['deploy'] + ['pytest>=7']
+# ONNX export (tools/export/pytorch2onnx.py) and its ONNX Runtime check.
+extras['export'] = ['onnx', 'onnxruntime']
+extras['tests'] = extras['all'] + extras['export'] + ['pytest>=7']
 
 setup(
     name='dwnet-mm',

@@ -316,7 +316,7 @@ def worker_triton(args):
                       keyword, junit)
     cases = read_junit(junit)
     details = summarise_cases(cases)
-    from dwnet_mm.ops import (backend_for, inhomogeneous_dynamic_conv,
+    from dwnet_mm.ops import (backend_for, i_dynamic_conv_with_kernels,
                               set_triton)
     dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16,
               'fp16': torch.float16}
@@ -334,13 +334,13 @@ def worker_triton(args):
                 assert (backend_for(x, triton=True) == 'triton') == (
                     path == 'triton'), path
                 xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
-                out = inhomogeneous_dynamic_conv(xs, ws, k)
+                out = i_dynamic_conv_with_kernels(xs, ws, k)
                 out.backward(grad)
                 results[path] = (out, xs.grad, ws.grad)
             set_triton(False)
             x64 = x.cpu().double().requires_grad_()
             w64 = w.cpu().double().requires_grad_()
-            out64 = inhomogeneous_dynamic_conv(x64, w64, k)
+            out64 = i_dynamic_conv_with_kernels(x64, w64, k)
             out64.backward(grad.cpu().double())
             want = (out64, x64.grad, w64.grad)
             row = dict(dtype=name, shape=[B, C, G, H, W, k])

@@ -277,7 +277,7 @@ def resolve_config(config):
     project's model index (``mmpretrain.list_models('*dwnet*')``)."""
     if osp.isfile(config) or config.endswith('.py') or os.sep in config:
         return config
-    from dwnet_mm.apis import register_model_index
+    from dwnet_mm import register_model_index
     register_model_index()
     from mmpretrain.apis import ModelHub
     try:
@@ -291,7 +291,7 @@ def resolve_config(config):
 
 def prepare(args):
     """Check the input and read the config; returns ``(cfg, task)``."""
-    from dwnet_mm.apis import load_config
+    from dwnet_mm.runner_setup import load_config
     from dwnet_mm.utils import require_framework
     check_image(args.img)
     config = resolve_config(args.config)
@@ -307,7 +307,7 @@ def prepare(args):
 def load_model(args, cfg, task):
     """Build the inferencer, its checkpoint read by the safe loader."""
     import torch
-    from dwnet_mm.apis import exit_on_unknown_type
+    from dwnet_mm.runner_setup import exit_on_unknown_type
     from dwnet_mm.safe_loading import UnsafeCheckpointError, checkpoint_loading
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     with exit_on_unknown_type(), \
@@ -326,7 +326,7 @@ def load_model(args, cfg, task):
 def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401
-    from dwnet_mm.apis import ConfigError
+    from dwnet_mm.runner_setup import ConfigError
     from dwnet_mm.safe_loading import UnsafeCheckpointError
     try:
         cfg, task = prepare(args)

@@ -12,8 +12,8 @@ _BLOCK_RENAMES = (
     ('attn2conv.bn0.', 'mixer.pointwise_in.bn.'),
     ('attn2conv.conv2.', 'mixer.pointwise_out.conv.'),
     ('attn2conv.bn2.', 'mixer.pointwise_out.bn.'),
-    ('attn2conv.conv.', 'mixer.depthwise.'),
-    ('attn2conv.bn.', 'mixer.depthwise_norm.'),
+    ('attn2conv.conv.', 'mixer.depthwise.conv.'),
+    ('attn2conv.bn.', 'mixer.depthwise.norm.'),
     ('bn.', 'norm.'),
 )
 _BLOCK_KEY = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.*)$')

@@ -12,11 +12,6 @@ from copy import deepcopy
 # Block layers that exist in only one of the two forms.
 _TRAINING_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.mixer\.')
 _DEPLOY_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.fc1\.')
-# Deployed files of dwnet_mm <= 0.3 named the dynamic kernel generators'
-# linear layers conv1/conv2.
-_OLD_DEPLOY_KEY = re.compile(
-    r'^(stages\.\d+\.blocks\.\d+\.depthwise\.)conv([12])\.')
-
 
 def training_form(model, init_cfg=None):
     """A training-form DWNet built like ``model`` (with its
@@ -28,24 +23,6 @@ def training_form(model, init_cfg=None):
             Defaults to None.
     """
     return type(model)(**deepcopy(model.build_kwargs), init_cfg=init_cfg)
-
-
-def deploy_state_dict(model, state_dict):
-    """The deploy form of a training-form backbone state dict.
-
-    Args:
-        model (DWNet): Gives the architecture (either form).
-        state_dict (dict): Every tensor of a training-form DWNet built like
-            ``model`` (``num_batches_tracked`` may be left out), without a
-            prefix.
-
-    Returns:
-        dict: The state dict of the deployed model.
-
-    Raises:
-        RuntimeError: If tensors are missing.
-    """
-    return _fold(training_form(model), state_dict)
 
 
 def _fold(twin, state_dict):
@@ -69,7 +46,7 @@ def _fold(twin, state_dict):
 def state_dict_for(model, state_dict, prefix=''):
     """``state_dict`` with the backbone's tensors (the keys under
     ``prefix``) in the form of ``model``: training-form tensors folded for
-    a deployed model, older deployed names renamed. Other keys pass through.
+    a deployed model. Other keys pass through.
 
     Args:
         model (DWNet): The model to load into.
@@ -93,11 +70,7 @@ def state_dict_for(model, state_dict, prefix=''):
                 'into a model built with deploy=True, or load the original '
                 'training checkpoint here')
         return dict(state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith(prefix):
-            key = prefix + _OLD_DEPLOY_KEY.sub(r'\1fc\2.', key[len(prefix):])
-        out[key] = value
+    out = dict(state_dict)
     if not any(map(_TRAINING_BLOCK_KEY.match, names)):
         return out
     twin = training_form(model)

@@ -200,7 +200,7 @@ def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
         if key not in own or own[key].shape == value.shape:
             continue
         target = own[key].shape
-        is_dw_kernel = key.endswith('mixer.depthwise.weight') and \
+        is_dw_kernel = key.endswith('mixer.depthwise.conv.weight') and \
             value.dim() == 4 and value.shape[:2] == target[:2]
         if is_dw_kernel and resize_kernels:
             state_dict[key] = resize_depthwise_kernel(value, target[-1])

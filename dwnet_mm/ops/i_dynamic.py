@@ -1,7 +1,9 @@
 """The inhomogeneous dynamic (I-Dynamic) depth-wise conv: a k x k kernel per
 pixel, generated from the pixel's features and shared by a channel group.
 
-:func:`i_dynamic_conv` is the op (NHWC, from the generator's features).
+:func:`i_dynamic_conv_from_hidden` is the op (NHWC, from the generator's
+hidden features); :func:`i_dynamic_conv_with_kernels` applies given kernels
+(NCHW).
 Backends (:func:`.backend.backend_for`):
 
 * native CPU kernels: without autograd, one call that generates the kernels
@@ -10,7 +12,7 @@ Backends (:func:`.backend.backend_for`):
   :class:`InhomogeneousDynamicConvFunction`;
 * Triton on GPUs (:mod:`.triton_i_dynamic_conv`);
 * PyTorch ops, also the fallback and the ONNX export form: all kernels,
-  then k*k shifted products (:func:`inhomogeneous_dynamic_conv`).
+  then k*k shifted products (:func:`i_dynamic_conv_with_kernels`).
 
 The kernels' rows are laid out (k*k, G), tap-major: the G values of one tap
 are contiguous for the native kernels. The channels are in the grouped
@@ -78,7 +80,7 @@ def i_dynamic_dtypes(x, weight):
     return out_dtype, compute_dtype
 
 
-def inhomogeneous_dynamic_conv(x, weight, kernel_size):
+def i_dynamic_conv_with_kernels(x, weight, kernel_size):
     """Depth-wise conv with a kernel per position, shared by channel groups,
     on given kernels (the PyTorch form, or Triton on GPUs).
 
@@ -177,9 +179,9 @@ def _runs_native(x, kernel_size, groups):
         kernel_size in NATIVE_KERNEL_SIZES
 
 
-def i_dynamic_conv(x, hidden, weight, bias, kernel_size, groups,
-                   input_scale=None, out_bias=None, relu=False,
-                   interleaved=False):
+def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size, groups,
+                               input_scale=None, out_bias=None, relu=False,
+                               interleaved=False):
     """The I-Dynamic conv from the kernel generator's features.
 
     ``kernels[p] = weight @ hidden[p] + bias``, laid out (k*k, G), and

@@ -70,39 +70,27 @@ def current_scope():
     return None if scope is None else scope.scope_name
 
 
-def backbone_output_defaults(out_type, out_indices, num_stages,
-                             name='DWNet'):
-    """Resolve a backbone's ``out_type``/``out_indices`` left as None.
+def warn_pooled_output_in_dense_scope(out_type, num_stages, name='DWNet'):
+    """Warn when a backbone returns pooled vectors while a dense framework
+    builds it.
 
-    In the 'mmdet' and 'mmseg' scopes (see :func:`current_scope`) the
-    defaults are ``'featmap'`` and every stage, what FPN and UPerHead
-    expect; elsewhere (mmpretrain, no scope) ``'avg_featmap'`` and the last
-    stage. An explicit ``'avg_featmap'`` in a dense scope is kept, with a
-    warning naming the options that fix the neck's failure it leads to.
+    The defaults do not depend on the scope; this only names the fix for
+    the neck's failure that pooled outputs lead to in the 'mmdet' and
+    'mmseg' scopes (see :func:`current_scope`), whose necks and heads (FPN,
+    UPerHead, ...) take one feature map per stage.
 
     Args:
-        out_type (str | None): As given to the backbone.
-        out_indices (int | Sequence[int] | None): As given.
+        out_type (str): As given to the backbone.
         num_stages (int): Stages of the backbone.
         name (str): Backbone name for the warning.
-
-    Returns:
-        tuple: ``(out_type, out_indices)``.
     """
     scope = current_scope()
-    dense = scope in DENSE_SCOPES
-    all_stages = tuple(range(num_stages))
-    if out_type is None:
-        out_type = 'featmap' if dense else 'avg_featmap'
-    elif out_type == 'avg_featmap' and dense:
-        warnings.warn(
-            f"{name}: out_type='avg_featmap' returns pooled (N, C) vectors, "
-            f"but it is built in the {scope!r} scope, whose necks and heads "
-            f"(FPN, UPerHead, ...) take one feature map per stage and fail "
-            f"on vectors (FPN: AssertionError on len(inputs) == "
-            f"len(in_channels)); set out_type='featmap' and "
-            f"out_indices={all_stages}, or leave both out (the defaults in "
-            f"{scope})", stacklevel=3)
-    if out_indices is None:
-        out_indices = all_stages if dense else -1
-    return out_type, out_indices
+    if out_type != 'avg_featmap' or scope not in DENSE_SCOPES:
+        return
+    warnings.warn(
+        f"{name}: out_type='avg_featmap' returns pooled (N, C) vectors, but "
+        f"it is built in the {scope!r} scope, whose necks and heads (FPN, "
+        f"UPerHead, ...) take one feature map per stage and fail on vectors "
+        f"(FPN: AssertionError on len(inputs) == len(in_channels)); leave "
+        f"out_type and out_indices out (the defaults: 'featmap' and every "
+        f"stage, {tuple(range(num_stages))})", stacklevel=3)

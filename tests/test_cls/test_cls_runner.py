@@ -222,7 +222,7 @@ def test_finetune_384_from_converted_authors_file(imagenet_folder, tmp_path):
         init['backbone.stages.1.blocks.0.mlp.fc1.weight'],
         authors['layers.1.blocks.0.mlp.fc1.weight'])
     torch.testing.assert_close(
-        init['backbone.stages.2.blocks.0.mixer.depthwise.weight'],
+        init['backbone.stages.2.blocks.0.mixer.depthwise.conv.weight'],
         authors['layers.2.blocks.0.attn2conv.conv.weight'])
 
 
@@ -241,7 +241,8 @@ def test_k12_config_resizes_kernels_of_converted_file(tmp_path):
     state = model.state_dict()
     torch.testing.assert_close(state['head.fc.weight'], authors['head.weight'])
     for s, channels in enumerate(SMALL_ARCH['channels']):
-        kernel = state[f'backbone.stages.{s}.blocks.0.mixer.depthwise.weight']
+        kernel = state[
+            f'backbone.stages.{s}.blocks.0.mixer.depthwise.conv.weight']
         assert kernel.shape == (channels, 1, 12, 12)
         torch.testing.assert_close(
             kernel,

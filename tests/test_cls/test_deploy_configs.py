@@ -10,8 +10,8 @@ from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cls_data import CLS_CONFIG_DIR, load_module
-from dwnet_mm.apis import load_config
-from dwnet_mm.deployment import build_model
+from dwnet_mm.runner_setup import load_config
+from dwnet_mm.runner_setup import build_model
 
 DEPLOY_DIR = osp.join(CLS_CONFIG_DIR, 'deploy')
 DEPLOY_CONFIGS = sorted(

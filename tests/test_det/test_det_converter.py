@@ -57,10 +57,11 @@ def test_converts_authors_checkpoint(conv_type, converter, tmp_path):
         'backbone.norm3.running_mean': 'backbone.norm3.running_mean',
     }
     if conv_type == 'static':
-        renamed[f'{p}.attn2conv.conv.weight'] = f'{q}.mixer.depthwise.weight'
+        renamed[
+            f'{p}.attn2conv.conv.weight'] = f'{q}.mixer.depthwise.conv.weight'
     else:
         renamed[f'{p}.attn2conv.conv.conv2.bias'] = \
-            f'{q}.mixer.depthwise.conv2.bias'
+            f'{q}.mixer.depthwise.conv.conv2.bias'
     for old, new_key in renamed.items():
         torch.testing.assert_close(new[new_key], state[old])
     # Every other key passes through unchanged: mmdet 3.x kept the 2.x

@@ -164,7 +164,7 @@ def test_converted_authors_checkpoint_evaluates(coco_fixture, tmp_path):
 
     # The converted weights were loaded.
     torch.testing.assert_close(
-        runner.model.backbone.stages[2].blocks[0].mixer.depthwise.weight,
+        runner.model.backbone.stages[2].blocks[0].mixer.depthwise.conv.weight,
         state['backbone.layers.2.blocks.0.attn2conv.conv.weight'])
     torch.testing.assert_close(runner.model.roi_head.bbox_head[1].fc_reg.bias,
                                state['roi_head.bbox_head.1.fc_reg.bias'])

@@ -62,7 +62,7 @@ else:
     assert len(ours) == 1 and 'run on PyTorch ops' in ours[0], ours
 
 # The model index and its configs come with the wheel (dwnet_mm/.mim).
-from dwnet_mm.apis import model_index_path, register_model_index
+from dwnet_mm.utils.model_index import model_index_path, register_model_index
 from mmpretrain.apis import ModelHub, list_models
 register_model_index()
 assert model_index_path().startswith(site + os.sep), model_index_path()

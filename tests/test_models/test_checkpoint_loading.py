@@ -133,7 +133,7 @@ def test_authors_cls_file_into_classifier_backbone(tmp_path, conv_type,
                                sd[f'{p}.conv0.weight'])
     torch.testing.assert_close(own[f'{q}.pointwise_in.bn.running_var'],
                                sd[f'{p}.bn0.running_var'])
-    torch.testing.assert_close(own[f'{q}.depthwise_norm.weight'],
+    torch.testing.assert_close(own[f'{q}.depthwise.norm.weight'],
                                sd[f'{p}.bn.weight'])
     torch.testing.assert_close(own[f'{q}.pointwise_out.conv.weight'],
                                sd[f'{p}.conv2.weight'])
@@ -209,7 +209,7 @@ def test_kernel_resize_for_finetuning(tmp_path):
                   init_cfg=dict(type='Pretrained', checkpoint=str(path),
                                 resize_kernels=True))
     model.init_weights()
-    w = model.stages[0].blocks[0].mixer.depthwise.weight
+    w = model.stages[0].blocks[0].mixer.depthwise.conv.weight
     assert w.shape == (32, 1, 12, 12)
     src = sd['layers.0.blocks.0.attn2conv.conv.weight']
     torch.testing.assert_close(w.sum((2, 3)), src.sum((2, 3)))

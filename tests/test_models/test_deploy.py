@@ -17,8 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from dwnet_mm.models import DWNet
 from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
                                     InhomogeneousDynamicConv2d)
-from dwnet_mm.ops import (i_dynamic_conv, inhomogeneous_dynamic_conv,
-                          use_native, use_triton)
+from dwnet_mm.ops import (i_dynamic_conv_from_hidden,
+                          i_dynamic_conv_with_kernels, use_native, use_triton)
 
 SMALL = dict(channels=[32, 64, 128, 256], depths=[1, 1, 2, 1])
 CONV_TYPES = ['static', 'dynamic', 'i_dynamic']
@@ -27,7 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def small(**kwargs):
+    """A small DWNet; the classifier's pooled last stage unless
+    ``out_type`` is given."""
     kwargs.setdefault('arch', deepcopy(SMALL))
+    if 'out_type' not in kwargs:
+        kwargs.update(out_type='avg_featmap', out_indices=-1)
     return DWNet(**kwargs)
 
 
@@ -172,23 +176,6 @@ def test_deploy_argument_builds_the_deployed_layout(conv_type):
         assert_rel_close(built(x), model(x))
 
 
-@pytest.mark.parametrize('conv_type', ['dynamic', 'i_dynamic'])
-def test_earlier_deployed_names_still_load(conv_type):
-    """Deployed files of dwnet_mm <= 0.3 named the kernel generators'
-    linear layers conv1/conv2 (now fc1/fc2)."""
-    model = trained_like(conv_type=conv_type)
-    deployed = deepcopy(model).switch_to_deploy()
-    old = {re.sub(r'(blocks\.\d+\.depthwise\.)fc([12])\.', r'\1conv\2.',
-                  k): v for k, v in deployed.state_dict().items()}
-    assert any('.depthwise.conv1.' in k for k in old)
-    built = small(conv_type=conv_type, deploy=True).eval()
-    result = built.load_state_dict(old, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    x = torch.randn(1, 3, 45, 51)
-    with torch.no_grad():
-        assert_rel_close(built(x), model(x))
-
-
 def test_training_state_dict_into_deployed_model_is_folded():
     model = trained_like(conv_type='i_dynamic')
     target = small(conv_type='i_dynamic', deploy=True).eval()
@@ -224,10 +211,10 @@ def test_training_checkpoint_file_into_deployed_classifier(tmp_path):
 
 def test_incomplete_training_state_dict_is_refused():
     state = trained_like().state_dict()
-    del state['stages.1.blocks.0.mixer.depthwise_norm.running_var']
+    del state['stages.1.blocks.0.mixer.depthwise.norm.running_var']
     model = small(deploy=True)
     with pytest.raises(RuntimeError, match=r'lacks 1 backbone tensors.*'
-                       r'stages\.1\.blocks\.0\.mixer\.depthwise_norm'):
+                       r'stages\.1\.blocks\.0\.mixer\.depthwise\.norm'):
         model.load_state_dict(state, strict=False)
 
 
@@ -331,15 +318,20 @@ def test_i_dynamic_op_matches_naive(B, C, H, W, G, k):
     tap_major = weight.view(G, k * k, -1).transpose(0, 1).reshape(
         G * k * k, -1), bias.view(G, k * k).t().reshape(-1)
     with torch.no_grad():
-        out = i_dynamic_conv(x.permute(0, 2, 3, 1), hidden, *tap_major, k, G,
-                             input_scale=scale, out_bias=shift)
+        out = i_dynamic_conv_from_hidden(x.permute(0, 2, 3, 1),
+                                         hidden,
+                                         *tap_major,
+                                         k,
+                                         G,
+                                         input_scale=scale,
+                                         out_bias=shift)
     torch.testing.assert_close(out.permute(0, 3, 1, 2), expected, rtol=1e-5,
                                atol=1e-5)
     # The autograd op, chunked the same way, forward and backward.
     xg = x.detach().clone().requires_grad_()
     kg = kernels.detach().clone().requires_grad_()
     grad = torch.randn(B, C, H, W)
-    out = inhomogeneous_dynamic_conv(xg, kg, k)
+    out = i_dynamic_conv_with_kernels(xg, kg, k)
     grads = torch.autograd.grad((out * grad).sum(), (xg, kg))
     xr = x.detach().clone().requires_grad_()
     kr = kernels.detach().clone().requires_grad_()
@@ -443,7 +435,7 @@ def test_benchmark_exported_peer(runtime, label, capsys, tmp_path):
     entry = benchmark.Entry('dwnet_tiny', 'deploy', 'infer', model, x, None,
                             'cpu')
     peer = benchmark.ExportedEntry(entry, runtime, str(tmp_path), threads=1)
-    from dwnet_mm.deployment import max_relative_error
+    from dwnet_mm.export import max_relative_error
     with torch.no_grad():
         expected = model(x, mode='tensor')
     assert max_relative_error(peer.run(x), [expected]) < 1e-4

@@ -199,7 +199,7 @@ class TestDWNetOptions(TestCase):
     def test_kernel_size(self):
         model = small(kernel_size=5)
         self.assertEqual(
-            model.stages[0].blocks[0].mixer.depthwise.kernel_size, (5, 5))
+            model.stages[0].blocks[0].mixer.depthwise.conv.kernel_size, (5, 5))
 
 
 def nchw_block(block, x):
@@ -288,7 +288,7 @@ def test_even_kernel_keeps_size_and_offsets(conv_type):
         mixer = model.stages[0].blocks[0].mixer
         x = torch.zeros(1, 32, 13, 15)
         x[0, :, 6, 7] = 1
-        conv = mixer.depthwise
+        conv = mixer.depthwise.conv
         conv.weight.data.zero_()
         conv.weight.data[:, :, 0, 0] = 1  # offset (-6, -6)
         out = conv(x)[..., :13, :15] - conv.bias.view(1, -1, 1, 1)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from dwnet_mm.models.layers import (DynamicDepthwiseConv2d,
                                     InhomogeneousDynamicConv2d)
-from dwnet_mm.ops import inhomogeneous_dynamic_conv
+from dwnet_mm.ops import i_dynamic_conv_with_kernels
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
@@ -40,7 +40,7 @@ def test_i_dynamic_matches_naive(device, shape, groups, k):
     x = torch.randn(*shape, device=device)
     w = torch.randn(shape[0], groups * k * k, *shape[2:], device=device)
     torch.testing.assert_close(
-        inhomogeneous_dynamic_conv(x, w, k), naive_i_dynamic(x, w, k),
+        i_dynamic_conv_with_kernels(x, w, k), naive_i_dynamic(x, w, k),
         rtol=1e-5, atol=1e-5)
 
 
@@ -52,7 +52,7 @@ def test_i_dynamic_gradcheck(device):
     w = torch.randn(2, 2 * 9, 4, 5, dtype=torch.float64, device=device,
                     requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, b: inhomogeneous_dynamic_conv(a, b, 3), (x, w))
+        lambda a, b: i_dynamic_conv_with_kernels(a, b, 3), (x, w))
 
 
 def test_i_dynamic_gradients_match_naive():
@@ -60,8 +60,8 @@ def test_i_dynamic_gradients_match_naive():
     x = torch.randn(2, 8, 6, 7, requires_grad=True)
     w = torch.randn(2, 4 * 49, 6, 7, requires_grad=True)
     g = torch.randn(2, 8, 6, 7)
-    grads = torch.autograd.grad((inhomogeneous_dynamic_conv(x, w, 7) * g).sum(),
-                                (x, w))
+    grads = torch.autograd.grad(
+        (i_dynamic_conv_with_kernels(x, w, 7) * g).sum(), (x, w))
     ref = torch.autograd.grad((naive_i_dynamic(x, w, 7) * g).sum(), (x, w))
     for a, b in zip(grads, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -87,9 +87,9 @@ def test_i_dynamic_under_autocast(device, dtype):
 def test_i_dynamic_shape_errors():
     x = torch.randn(1, 8, 5, 5)
     with pytest.raises(ValueError, match='does not fit'):
-        inhomogeneous_dynamic_conv(x, torch.randn(1, 10, 5, 5), 3)
+        i_dynamic_conv_with_kernels(x, torch.randn(1, 10, 5, 5), 3)
     with pytest.raises(ValueError, match='groups'):
-        inhomogeneous_dynamic_conv(x, torch.randn(1, 3 * 9, 5, 5), 3)
+        i_dynamic_conv_with_kernels(x, torch.randn(1, 3 * 9, 5, 5), 3)
     with pytest.raises(ValueError, match='divisible'):
         InhomogeneousDynamicConv2d(20, i_dynamic_groups=8)
 

@@ -52,28 +52,30 @@ def test_mmpretrain_prefixed_type(scope):
     assert type(_build(scope, 'mmpretrain.DWNet')).__name__ == 'DWNet'
 
 
-@pytest.mark.parametrize('scope,out_type,num_outs', [
-    ('mmdet', 'featmap', 4), ('mmseg', 'featmap', 4),
-    ('mmpretrain', 'avg_featmap', 1), (None, 'avg_featmap', 1)])
-def test_defaults_follow_scope(scope, out_type, num_outs):
-    """out_type/out_indices left out: what the scope's necks/heads take."""
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain', None])
+def test_defaults_do_not_follow_scope(scope):
+    """out_type/out_indices left out: every stage's map, whatever
+    mmengine's process-wide DefaultScope is."""
     from mmengine.registry import MODELS
     with no_default_scope(), DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(dict(type='DWNet', arch=SMALL)).eval()
-    assert model.out_type == out_type
+    assert model.out_type == 'featmap' and model.out_indices == (0, 1, 2, 3)
     outs = model(torch.randn(1, 3, 32, 32))
-    assert len(outs) == num_outs
-    assert outs[-1].dim() == (4 if out_type == 'featmap' else 2)
+    assert [o.shape[1:] for o in outs] == [
+        (c, 32 // s, 32 // s) for c, s in zip(SMALL['channels'],
+                                               (4, 8, 16, 32))]
 
 
-def test_explicit_defaults_win():
+def test_explicit_options_win():
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = dwnet_mm.DWNet(arch=SMALL, out_type='featmap',
                                out_indices=(1, 3))
     assert model.out_indices == (1, 3)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = dwnet_mm.DWNet(arch=SMALL, out_type='featmap')
+        model = dwnet_mm.DWNet(arch=SMALL, out_type='avg_featmap',
+                               out_indices=-1)
     assert model.out_indices == (3, )
+    assert model(torch.randn(2, 3, 32, 32))[0].shape == (2, 64)
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -82,8 +84,7 @@ def test_pooled_outputs_in_dense_scope_warn(scope):
             pytest.warns(UserWarning) as record:
         model = dwnet_mm.DWNet(arch=SMALL, out_type='avg_featmap')
     message = ' '.join(str(w.message) for w in record)
-    assert "out_type='featmap'" in message
-    assert 'out_indices=(0, 1, 2, 3)' in message
+    assert "'featmap'" in message and '(0, 1, 2, 3)' in message
     assert model.out_type == 'avg_featmap'
 
 

@@ -10,8 +10,8 @@ from dwnet_mm.models import DWNet
 from dwnet_mm.models.layers import (DeployDWNetBlock, DWNetBlock,
                                     InhomogeneousDynamicConv2d)
 import dwnet_mm.ops.i_dynamic as i_dynamic_module
-from dwnet_mm.ops import (i_dynamic_conv, interleaved_channels, native_ops,
-                          set_native)
+from dwnet_mm.ops import (i_dynamic_conv_from_hidden, interleaved_channels,
+                          native_ops, set_native)
 
 X86 = platform.machine().lower() in ('x86_64', 'amd64')
 needs_native = pytest.mark.skipif(
@@ -26,8 +26,8 @@ def native_i_dynamic_supported(x, k, groups):
 def i_dynamic_conv_nhwc(x, hidden, weight, bias, k, groups, scale=None,
                         out_bias=None, relu=False, interleaved=False):
     with torch.no_grad():
-        return i_dynamic_conv(x, hidden, weight, bias, k, groups, scale,
-                              out_bias, relu, interleaved)
+        return i_dynamic_conv_from_hidden(x, hidden, weight, bias, k, groups,
+                                          scale, out_bias, relu, interleaved)
 
 
 def reference(x, hidden, weight, bias, k, groups, scale=None, out_bias=None):

@@ -12,7 +12,7 @@ from dwnet_mm.models.layers.dynamic_conv import (
     DynamicDepthwiseConv2d, FoldedInhomogeneousDynamicConv2d,
     InhomogeneousDynamicConv2d, tap_major)
 from dwnet_mm.ops import (depthwise_conv, dynamic_depthwise_conv,
-                          i_dynamic_conv, linear, mlp, native_ops,
+                          i_dynamic_conv_from_hidden, linear, mlp, native_ops,
                           set_native)
 from dwnet_mm.ops.i_dynamic import InhomogeneousDynamicConvFunction
 
@@ -146,8 +146,9 @@ def test_i_dynamic_conv_like_the_training_module(backend, N, H, W, C, G,
     with torch.set_grad_enabled(grad):
         expected = unfolded_i_dynamic(x, module.conv2(module.conv1(x)), k)
         weight, bias = _generator(module)
-        got = i_dynamic_conv(x_nhwc, module.hidden_features(x_nhwc), weight,
-                             bias, k, G)
+        got = i_dynamic_conv_from_hidden(x_nhwc,
+                                         module.hidden_features(x_nhwc),
+                                         weight, bias, k, G)
     assert got.shape == (N, H, W, C) and got.is_contiguous()
     assert_same(nchw(got), expected, dtype)
     if grad:
@@ -188,8 +189,15 @@ def test_i_dynamic_conv_like_the_deploy_module(backend, N, H, W, C, G, k,
             0, 2, 3, 1)
         got = folded(x[..., order])[..., inverse]
         hidden = F.relu(fc1(x[..., order]))
-        got_grouped = i_dynamic_conv(x, hidden, fc2.weight, fc2.bias, k, G,
-                                     scale, bias, relu=True)
+        got_grouped = i_dynamic_conv_from_hidden(x,
+                                                 hidden,
+                                                 fc2.weight,
+                                                 fc2.bias,
+                                                 k,
+                                                 G,
+                                                 scale,
+                                                 bias,
+                                                 relu=True)
     assert_same(got, expected, dtype)
     assert_same(got_grouped, expected, dtype)
     if grad:
@@ -240,8 +248,15 @@ def test_export_forms(monkeypatch):
             return [
                 depthwise_conv(x, dw.weight, dw.bias, relu=True),
                 dynamic_depthwise_conv(x, kernels, bias, relu=True),
-                i_dynamic_conv(x, hidden, weight, generator_bias, k, G,
-                               scale, bias, relu=True),
+                i_dynamic_conv_from_hidden(x,
+                                           hidden,
+                                           weight,
+                                           generator_bias,
+                                           k,
+                                           G,
+                                           scale,
+                                           bias,
+                                           relu=True),
                 mlp(x, fc1, fc2),
             ]
 
@@ -279,19 +294,19 @@ def test_backends_chosen(monkeypatch):
         dynamic_depthwise_conv(x, torch.randn(2, 32, k, k))
         module = InhomogeneousDynamicConv2d(32, k, i_dynamic_groups=G).eval()
         with torch.no_grad():
-            i_dynamic_conv(x, module.hidden_features(x),
+            i_dynamic_conv_from_hidden(x, module.hidden_features(x),
                            *_generator(module), k, G)
         assert len(calls) == (2 if native else k % 2)
     module = InhomogeneousDynamicConv2d(32, 7, i_dynamic_groups=8).eval()
-    out = i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
-                         7, 8)
+    out = i_dynamic_conv_from_hidden(x, module.hidden_features(x),
+                                     *_generator(module), 7, 8)
     assert 'InhomogeneousDynamicConvFunction' in type(out.grad_fn).__name__ \
         or _in_graph(out, InhomogeneousDynamicConvFunction)
     calls.clear()
     set_native(False)
     dynamic_depthwise_conv(x, torch.randn(2, 32, 7, 7))
-    out = i_dynamic_conv(x, module.hidden_features(x), *_generator(module),
-                         7, 8)
+    out = i_dynamic_conv_from_hidden(x, module.hidden_features(x),
+                                     *_generator(module), 7, 8)
     assert not calls and not _in_graph(out, InhomogeneousDynamicConvFunction)
 
 
@@ -331,11 +346,11 @@ class _AllOps(nn.Module):
                          self.generator.bias).reshape(
                              x.shape[0], -1, self.k, self.k)
         x = dynamic_depthwise_conv(x, kernels, self.bias, relu=True)
-        x = i_dynamic_conv(x, linear(x, self.hidden.weight,
+        x = i_dynamic_conv_from_hidden(x, linear(x, self.hidden.weight,
                                      self.hidden.bias, relu=True),
                            self.kernels.weight, self.kernels.bias, self.k,
                            self.G, self.scale, self.bias, relu=True)
-        x = i_dynamic_conv(x, linear(x, self.hidden.weight,
+        x = i_dynamic_conv_from_hidden(x, linear(x, self.hidden.weight,
                                      self.hidden.bias, relu=True),
                            self.kernels.weight, self.kernels.bias, self.k,
                            self.G, self.scale, self.bias, relu=True,
@@ -348,7 +363,7 @@ def test_onnx_export(tmp_path):
     size of the input at run time."""
     pytest.importorskip('onnx')
     pytest.importorskip('onnxruntime')
-    from dwnet_mm.deployment import (export_onnx, max_relative_error,
+    from dwnet_mm.export import (export_onnx, max_relative_error,
                                      nonstandard_ops, onnxruntime_session,
                                      run_onnxruntime)
     torch.manual_seed(0)

@@ -19,7 +19,8 @@ CHECK = textwrap.dedent('''
     import torch
     from dwnet_mm.models.layers import InhomogeneousDynamicConv2d
     from dwnet_mm.models.layers.dynamic_conv import tap_major
-    from dwnet_mm.ops import (backend_for, i_dynamic_conv, set_triton,
+    from dwnet_mm.ops import (backend_for, i_dynamic_conv_from_hidden,
+                              set_triton,
                               triton_i_dynamic_conv,
                               triton_i_dynamic_conv_into)
     from dwnet_mm.ops.triton_i_dynamic_conv import TritonIDynamicConv
@@ -117,11 +118,11 @@ CHECK = textwrap.dedent('''
         bias = torch.randn(16, device=device)
         hidden = layer.hidden_features(x_nhwc)
         weight, kernel_bias = tap_major(layer.conv2[0], 4)
-        got = i_dynamic_conv(x_nhwc[..., order], hidden, weight, kernel_bias,
-                             7, 4, scale[order], bias[order], relu=True,
-                             interleaved=True)
+        got = i_dynamic_conv_from_hidden(
+            x_nhwc[..., order], hidden, weight, kernel_bias, 7, 4,
+            scale[order], bias[order], relu=True, interleaved=True)
         set_triton(False)
-        want = i_dynamic_conv(*(t.double().cpu() for t in (
+        want = i_dynamic_conv_from_hidden(*(t.double().cpu() for t in (
             x_nhwc, hidden, weight, kernel_bias)), 7, 4,
             scale.double().cpu(), bias.double().cpu(), relu=True)
         set_triton(True)

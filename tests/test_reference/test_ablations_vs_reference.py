@@ -141,7 +141,7 @@ def test_onnx_export_of_the_training_form(tmp_path):
     """Every option at once, exported with dynamic sizes and run in ONNX
     Runtime at another batch and an odd size, against the reference."""
     pytest.importorskip('onnxruntime')
-    from dwnet_mm.deployment import (export_onnx, onnxruntime_session,
+    from dwnet_mm.export import (export_onnx, onnxruntime_session,
                                      run_onnxruntime)
     reference, model = build_pair('all', dense=True)
     reference.eval(), model.eval()

@@ -75,7 +75,7 @@ def test_backbone_autocast(device, dtype, conv_type, form):
 def test_a_wrong_model_misses_the_bf16_tolerance():
     reference, model = build_pair('static', dense=True, pad_to_window=True)
     with torch.no_grad():
-        model.stages[2].blocks[0].mixer.depthwise_norm.running_var *= 4
+        model.stages[2].blocks[0].mixer.depthwise.norm.running_var *= 4
         x = image(1, 96, 96)
         errors = [relative_error(o, r) for o, r in
                   zip(model.eval()(x), reference.eval()(x))]

@@ -230,7 +230,7 @@ def test_reference_catches_a_wrong_model():
     """The comparison can fail: one BN statistic changed is seen."""
     reference, model = build_pair('static', dense=True)
     with torch.no_grad():
-        model.stages[2].blocks[0].mixer.depthwise_norm.running_var[5] *= 2
+        model.stages[2].blocks[0].mixer.depthwise.norm.running_var[5] *= 2
         x = image(1, 96, 96)
         errors = [relative_error(o, r) for o, r in
                   zip(model.eval()(x), reference.eval()(x))]

@@ -66,7 +66,7 @@ def test_converted_checkpoint_loads_strictly(conv_type, tmp_path):
         'backbone.patch_embed.proj.weight',
         'backbone.stages.1.blocks.0.mixer.pointwise_in.conv.weight':
         'backbone.layers.1.blocks.0.attn2conv.conv0.weight',
-        'backbone.stages.2.blocks.0.mixer.depthwise_norm.running_var':
+        'backbone.stages.2.blocks.0.mixer.depthwise.norm.running_var':
         'backbone.layers.2.blocks.0.attn2conv.bn.running_var',
         'backbone.stages.3.blocks.0.norm.weight':
         'backbone.layers.3.blocks.0.bn.weight',
@@ -75,14 +75,14 @@ def test_converted_checkpoint_loads_strictly(conv_type, tmp_path):
         'backbone.norm2.running_mean': 'backbone.norm2.running_mean',
     }
     if conv_type == 'static':
-        pairs['backbone.stages.0.blocks.0.mixer.depthwise.weight'] = \
+        pairs['backbone.stages.0.blocks.0.mixer.depthwise.conv.weight'] = \
             'backbone.layers.0.blocks.0.attn2conv.conv.weight'
     elif conv_type == 'dynamic':
-        pairs['backbone.stages.0.blocks.0.mixer.depthwise.conv2.weight'] = \
-            'backbone.layers.0.blocks.0.attn2conv.conv.conv2.weight'
+        pairs['backbone.stages.0.blocks.0.mixer.depthwise.conv.conv2.weight'
+              ] = 'backbone.layers.0.blocks.0.attn2conv.conv.conv2.weight'
     else:
-        pairs['backbone.stages.0.blocks.0.mixer.depthwise.conv2.0.bias'] = \
-            'backbone.layers.0.blocks.0.attn2conv.conv.conv2.0.bias'
+        pairs['backbone.stages.0.blocks.0.mixer.depthwise.conv.conv2.0.bias'
+              ] = 'backbone.layers.0.blocks.0.attn2conv.conv.conv2.0.bias'
     for ours, theirs in pairs.items():
         torch.testing.assert_close(own[ours], src_sd[theirs])
     # mmseg 0.x and 1.x name the UPerNet and FCN heads alike.

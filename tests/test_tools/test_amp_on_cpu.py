@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dwnet_mm.apis import load_config, prepare_train_config
+from dwnet_mm.runner_setup import load_config, prepare_train_config
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')

@@ -69,7 +69,7 @@ def test_two_cpu_processes_through_dist_train_sh(tiny_imagenet, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only hosts')
 def test_prepare_train_config_for_cpu_processes(tmp_path):
-    from dwnet_mm.apis import load_config, prepare_train_config
+    from dwnet_mm.runner_setup import load_config, prepare_train_config
 
     single = prepare_train_config(load_config(TINY_CONFIG), str(tmp_path))
     assert single.model.backbone.norm_cfg.type == 'SyncBN'  # mmengine reverts

@@ -25,7 +25,7 @@ steps), so the
 kernels' gain is measured in the same rounds. ``--runtimes onnxruntime
 openvino`` adds, for every DWNet inference run on the CPU, the same model
 (same form, same weights) exported to ONNX
-(``dwnet_mm.deployment.export_onnx``, opset 17) and run in ONNX Runtime
+(``dwnet_mm.export.export_onnx``, opset 17) and run in ONNX Runtime
 and/or OpenVINO with the same thread count, as peers in the same rounds
 (their peak memory is not a torch allocation: shown as ``-``).
 
@@ -147,7 +147,7 @@ def parse_args(argv=None):
                         choices=tuple(EXPORT_RUNTIMES),
                         help='add each DWNet inference run exported to ONNX '
                         'and run in these runtimes (CPU; pip install '
-                        '"dwnet-mm[deploy]" for onnxruntime, openvino '
+                        '"dwnet-mm[export]" for onnxruntime, openvino '
                         'separately)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak memory steps')
@@ -215,7 +215,8 @@ def build_classifier(name, form='train'):
     import dwnet_mm  # noqa: F401 (registers DWNet)
     head = dict(type='LinearClsHead', num_classes=1000, in_channels=768)
     if name in DWNET_MODELS:
-        kwargs = dict(arch='tiny', drop_path_rate=0.2)
+        kwargs = dict(arch='tiny', drop_path_rate=0.2,
+                      out_type='avg_featmap', out_indices=-1)
         kwargs.update(DWNET_MODELS[name][1])
         if kwargs['arch'] == 'base':
             kwargs['drop_path_rate'] = 0.5
@@ -354,7 +355,7 @@ def openvino_runner(path, threads):
 
 def onnxruntime_runner(path, threads):
     """A function running the ONNX file ``path`` in ONNX Runtime (CPU)."""
-    from dwnet_mm.deployment import onnxruntime_session, run_onnxruntime
+    from dwnet_mm.export import onnxruntime_session, run_onnxruntime
     session = onnxruntime_session(path, threads=threads)
     return lambda x: run_onnxruntime(session, x)
 
@@ -370,7 +371,7 @@ class ExportedEntry(Entry):
     runtime (``EXPORT_RUNTIMES``), on the same input and thread count."""
 
     def __init__(self, entry, runtime, folder, threads):
-        from dwnet_mm.deployment import export_onnx
+        from dwnet_mm.export import export_onnx
         super().__init__(entry.name, entry.form, 'infer', entry.model,
                          entry.inputs, None, entry.device, entry.timer)
         self.runtime = runtime
@@ -489,7 +490,8 @@ def layer_memory(batch_size, size, device):
     rows = []
     models = {}
     for conv_type in ('static', 'i_dynamic'):
-        models[conv_type] = DWNet('tiny', conv_type=conv_type).to(
+        models[conv_type] = DWNet('tiny', conv_type=conv_type,
+                                  out_type='avg_featmap', out_indices=-1).to(
             device).eval()
     for stage in range(4):
         row = dict(stage=stage)

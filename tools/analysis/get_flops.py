@@ -83,7 +83,7 @@ def print_ablation_table():
 
 
 def print_config_complexity(config, shape):
-    from dwnet_mm.apis import load_config
+    from dwnet_mm.runner_setup import load_config
     from dwnet_mm.utils.complexity import count_complexity
     cfg = load_config(config)
     scope = cfg.get('default_scope')

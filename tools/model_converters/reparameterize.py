@@ -35,9 +35,9 @@ def reparameterize(config, checkpoint, out, trust=None):
     Returns:
         dict: The saved checkpoint (``meta`` and ``state_dict``).
     """
-    from dwnet_mm.apis import load_config
+    from dwnet_mm.runner_setup import load_config
     from dwnet_mm.converters import save_checkpoint
-    from dwnet_mm.deployment import build_model, load_weights
+    from dwnet_mm.runner_setup import build_model, load_weights
     from dwnet_mm.version import __version__
     if osp.abspath(checkpoint) == osp.abspath(out):
         raise ValueError('OUT must differ from CHECKPOINT')

@@ -16,8 +16,11 @@ model = dict(
         arch='tiny',
         conv_type='static',
         kernel_size=7,
-        drop_path_rate=0.2),
-    # The backbone already applies the final LayerNorm and global pooling.
+        drop_path_rate=0.2,
+        # The authors' classifier: the last stage, LayerNorm, global pooling
+        # in the backbone, hence no neck.
+        out_type='avg_featmap',
+        out_indices=-1),
     neck=None,
     head=dict(
         type='LinearClsHead',

@@ -124,7 +124,7 @@ param_scheduler = [
 # norm0..norm3 are exempt; the DW blocks' BNs, the box heads' SyncBNs and
 # all biases are decayed. The keys below name those layers in dwnet_mm's
 # names, where some block BNs do contain "norm" (blocks.*.norm,
-# mixer.depthwise_norm: the authors' bn and attn2conv.bn).
+# mixer.depthwise.norm: the authors' bn and attn2conv.bn).
 # To exempt every norm layer instead:
 #   --cfg-options optim_wrapper.paramwise_cfg.norm_decay_mult=0
 no_decay = dict(decay_mult=0.)

@@ -46,7 +46,7 @@ model = dict(
 # and patch mergings' LayerNorms and the output norms norm0..norm3 are
 # exempt; the DW blocks' BNs, the heads' SyncBNs and all biases are
 # decayed. The keys below name those layers in dwnet_mm's names, where
-# some block BNs do contain "norm" (blocks.*.norm, mixer.depthwise_norm: the
+# some block BNs do contain "norm" (blocks.*.norm, mixer.depthwise.norm: the
 # authors' bn and attn2conv.bn).
 # To exempt every norm layer instead:
 #   --cfg-options optim_wrapper.paramwise_cfg.norm_decay_mult=0

@@ -10,17 +10,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...converters import load_dwnet_checkpoint, state_dict_for
 from ..layers import (DEPTHWISE_TYPES, ChannelScaleShift, DWNetStage,
-                      PatchEmbed, PatchMerging, channel_norm_nhwc)
-
-
-def _fuse_children(module):
-    """Replace every descendant that has a deploy form (``fuse()``) by it,
-    as RepVGG-style models reparameterize."""
-    for name, child in module.named_children():
-        if hasattr(child, 'fuse'):
-            setattr(module, name, child.fuse())
-        else:
-            _fuse_children(child)
+                      PatchEmbed, PatchMerging, channel_norm_nhwc,
+                      check_deploy_form, fuse_children)
 
 
 # Registered in mmengine's root registry, so that mmpretrain, mmdet and mmseg
@@ -53,26 +44,15 @@ class DWNet(BaseModule):
             rates grow linearly from 0. Defaults to 0.
         out_indices (int | Sequence[int], optional): Stages to output;
             negative indices count from the end. Defaults to None: every
-            stage, ``(0, 1, 2, 3)``, when built in the 'mmdet' or 'mmseg'
-            scope, else -1 (the last stage); see ``out_type``.
-        out_type (str, optional): 'avg_featmap' for classification (norm,
-            then global average pooling: (N, C_i) per stage) or 'featmap'
-            for dense prediction (norm on each NCHW map at strides 4, 8, 16,
-            32). Defaults to None: 'featmap' when built in the 'mmdet' or
-            'mmseg' scope, else (mmpretrain, or no scope) 'avg_featmap'.
-            The scope is mmengine's current ``DefaultScope`` at build time:
-            the config's ``default_scope`` under a Runner (the frameworks'
-            ``tools/train.py`` and ``test.py``), the framework's own in its
-            inferencers, after ``init_default_scope`` or
-            ``register_all_modules()``, and while a registry builds a config
-            dict inherited from a ``mmdet::``/``mmseg::`` base (mmengine
-            gives it ``_scope_``). The scope is process-wide: a
-            ``DWNet(...)`` made after ``init_default_scope('mmdet')`` gets
-            the dense defaults, one made where no scope was ever set the
-            classification ones.
-            An explicit 'avg_featmap' in the 'mmdet'/'mmseg' scope warns:
-            FPN and UPerHead need ``out_type='featmap'`` and an
-            ``out_indices`` per ``in_channels`` entry.
+            stage, ``(0, 1, 2, 3)``, what FPN and UPerHead take.
+        out_type (str): 'featmap' for dense prediction (norm on each NCHW
+            map, at strides 4, 8, 16, 32), as mmdet's and mmseg's backbones
+            and mmpretrain's Swin return, or 'avg_featmap' for
+            classification with no neck (norm, then global average
+            pooling: (N, C_i) per stage; the classification configs set it
+            with ``out_indices=-1``). Defaults to 'featmap'. Built in the
+            'mmdet' or 'mmseg' scope, 'avg_featmap' warns: FPN and UPerHead
+            fail on pooled vectors.
         frozen_stages (int): Freeze (stop gradient, eval mode) the stem when
             >= 0, and stages ``0 .. frozen_stages - 1`` with their
             downsampling and output norms when >= 1, as Swin in mmdet/mmseg.
@@ -101,22 +81,17 @@ class DWNet(BaseModule):
             :meth:`switch_to_deploy` leaves it; its state dict is that of a
             deployed model. Training-form checkpoints still load into it
             (they are folded on loading). Defaults to False.
-        se_ratio (float): Ablation (paper Table 6): squeeze-and-excitation
-            in each DW-block, after the depth-wise conv-norm-ReLU and before
-            the last 1x1 conv, with this hidden width ratio; 0 for none.
-            The paper's parameter counts are reproduced with 1/16 (SENet's
-            reduction). Defaults to 0.
-        extra_dw (bool): Ablation (paper Table 12): an extra residual
-            k x k depth-wise conv + norm between the DW-block and the MLP
-            of each block. Defaults to False.
-        extra_dw_se_ratio (float): Ablation (paper Table 12):
-            squeeze-and-excitation after the extra depth-wise conv; 0 for
-            none. Defaults to 0.
-        dw_weight_groups (int | Sequence[int], optional): Ablation (paper
-            Table 10, 'static' only): share the depth-wise kernels across
-            channels in this many groups per stage, as Swin's attention
-            heads do (``(3, 6, 12, 24)`` for tiny: 32 channels per kernel);
-            one int for every stage. Defaults to None: a kernel per channel.
+        se_ratio (float): Ablation (Table 6): squeeze-and-excitation after
+            each depth-wise conv-norm-ReLU, with this hidden width ratio
+            (1/16 gives the paper's parameters); 0 for none. Defaults to 0.
+        extra_dw (bool): Ablation (Table 12): an extra residual k x k
+            depth-wise conv + norm before each MLP. Defaults to False.
+        extra_dw_se_ratio (float): Ablation (Table 12): SE after the extra
+            depth-wise conv; 0 for none. Defaults to 0.
+        dw_weight_groups (int | Sequence[int], optional): Ablation
+            (Table 10, 'static' only): depth-wise kernels shared across
+            channels in this many groups per stage, as Swin's heads
+            (``(3, 6, 12, 24)`` for tiny). Defaults to None.
 
     The ablation options and norms other than BatchNorm (``norm_cfg``
     ``'LN2d'`` or ``'CCBN'``, paper Table 9) have no deploy form:
@@ -154,7 +129,7 @@ class DWNet(BaseModule):
                  mlp_ratio=4.,
                  drop_path_rate=0.,
                  out_indices=None,
-                 out_type=None,
+                 out_type='featmap',
                  frozen_stages=-1,
                  norm_eval=False,
                  with_cp=False,
@@ -174,10 +149,11 @@ class DWNet(BaseModule):
                  extra_dw=False,
                  extra_dw_se_ratio=0.,
                  dw_weight_groups=None):
-        # None: the defaults of the framework (registry scope) building it.
-        from ...utils.frameworks import backbone_output_defaults
-        out_type, out_indices = backbone_output_defaults(
-            out_type, out_indices, len(self._parse_arch(arch)['depths']))
+        from ...utils.frameworks import warn_pooled_output_in_dense_scope
+        num_stages = len(self._parse_arch(arch)['depths'])
+        warn_pooled_output_in_dense_scope(out_type, num_stages)
+        if out_indices is None:
+            out_indices = tuple(range(num_stages))
         if pretrained is not None:
             # mmseg's EncoderDecoder forwards `model.pretrained` this way.
             warnings.warn('DWNet: `pretrained` is deprecated, use '
@@ -341,39 +317,20 @@ class DWNet(BaseModule):
 
         Every child with a deploy form becomes it (``fuse()``): each block
         a :class:`~dwnet_mm.models.layers.DeployDWNetBlock` with every
-        BatchNorm folded into the conv or linear layer beside it (see
-        :mod:`dwnet_mm.models.layers.deploy_block`), BatchNorm stem and merging
-        norms folded into their layers; output BatchNorms become a
-        per-channel scale and shift. The blocks then run on NHWC tensors
-        with no layout conversion. The outputs equal those of the training
-        form in eval mode (up to rounding); stochastic depth is dropped.
-        Calling it again does nothing.
-
-        After it, :meth:`load_state_dict` takes deployed state dicts, and
-        training-form ones too: those are deployed on loading
-        (:func:`dwnet_mm.converters.state_dict_for`).
+        BatchNorm folded into the layer beside it, on NHWC tensors; output
+        BatchNorms become a per-channel scale and shift. The outputs equal
+        the training form's in eval mode (up to rounding). Calling it again
+        does nothing. After it, :meth:`load_state_dict` takes deployed state
+        dicts, and training-form ones, which
+        :func:`~dwnet_mm.converters.state_dict_for` folds.
 
         Returns:
             DWNet: self.
         """
         if self.deploy:
             return self
-        if self.norm_type not in ('BN', 'BN2d', 'SyncBN'):
-            # CC-BN is a _BatchNorm too, but its calibration does not fold.
-            raise TypeError(
-                'The deploy form folds BatchNorm (norm_cfg type=\'BN\' or '
-                f'\'SyncBN\') into the layers beside it; norm_cfg '
-                f'type={self.norm_type!r} has no deploy form. Use the '
-                'training form (deploy=False) in eval mode; it exports to '
-                'ONNX as well')
-        if self.ablations:
-            raise ValueError(
-                'DWNet has no deploy form for the ablation options '
-                f'{self.ablations}: the deploy form folds BatchNorm into the '
-                'convs beside it and runs the paper\'s main blocks only. Use '
-                'the training form (deploy=False) in eval mode; it exports '
-                'to ONNX as well')
-        _fuse_children(self)
+        check_deploy_form(self.norm_type, self.ablations)
+        fuse_children(self)
         for i in self.out_indices:
             norm = getattr(self, f'norm{i}')
             if isinstance(norm, _BatchNorm):

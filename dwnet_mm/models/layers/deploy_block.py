@@ -5,7 +5,7 @@ layer beside it and runs the blocks on channels-last (N, H, W, C) tensors,
 with a matmul for every 1x1 conv, so that no block converts layouts:
 
 * ``pointwise_in`` (1x1 conv -> BN -> ReLU): one linear + ReLU;
-* the k x k conv -> ``depthwise_norm`` -> ReLU: the BN goes into the
+* ``depthwise`` (k x k conv -> BN -> ReLU): the BN goes into the
   depth-wise kernel and bias (static), into the kernel generator's last
   layer and the static bias (dynamic), or into a per-channel input scale
   and output bias of the kernel application (i_dynamic); the generators'
@@ -58,7 +58,7 @@ class DeployDWNetBlock(nn.Module):
         """Fold a training-form :class:`DWNetBlock` (eval semantics)."""
         mixer, mlp = block.mixer, block.mlp
         like = mlp.fc1.weight
-        depthwise = mixer.depthwise.fuse(mixer.depthwise_norm)
+        depthwise = mixer.depthwise.fuse()
         module = cls(mlp.fc1.in_features, mlp.fc1.out_features, depthwise,
                      block.kernel_size, block.pad_to_window)
         # The depth-wise conv's channel order, baked into the 1x1 convs.
@@ -95,3 +95,37 @@ class DeployDWNetBlock(nn.Module):
             y = y[:, :H, :W]
         x = x + linear(y, self.pointwise_out.weight, self.pointwise_out.bias)
         return x + mlp(x, self.fc1, self.fc2)
+
+
+def check_deploy_form(norm_type, ablations):
+    """Refuse, naming the fix, what the deploy form cannot fold.
+
+    Args:
+        norm_type (str): The blocks' ``norm_cfg`` type.
+        ablations (dict): The ablation options that are on.
+    """
+    if norm_type not in ('BN', 'BN2d', 'SyncBN'):
+        # CC-BN is a _BatchNorm too, but its calibration does not fold.
+        raise TypeError(
+            'The deploy form folds BatchNorm (norm_cfg type=\'BN\' or '
+            f'\'SyncBN\') into the layers beside it; norm_cfg '
+            f'type={norm_type!r} has no deploy form. Use the '
+            'training form (deploy=False) in eval mode; it exports to '
+            'ONNX as well')
+    if ablations:
+        raise ValueError(
+            'DWNet has no deploy form for the ablation options '
+            f'{ablations}: the deploy form folds BatchNorm into the '
+            'convs beside it and runs the paper\'s main blocks only. Use '
+            'the training form (deploy=False) in eval mode; it exports '
+            'to ONNX as well')
+
+
+def fuse_children(module):
+    """Replace every descendant that has a deploy form (``fuse()``) by it,
+    as RepVGG-style models reparameterize."""
+    for name, child in module.named_children():
+        if hasattr(child, 'fuse'):
+            setattr(module, name, child.fuse())
+        else:
+            fuse_children(child)

@@ -8,7 +8,10 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from dwnet_mm.ops import (depthwise_conv, depthwise_conv_taps, linear,
                           onnx_exporting)
 from .batchnorm_folding import fold_bn_after, param_like
-from .dynamic_conv import DynamicDepthwiseConv2d, InhomogeneousDynamicConv2d
+from .dynamic_conv import (DynamicDepthwiseConv2d,
+                           FoldedDynamicDepthwiseConv2d,
+                           FoldedInhomogeneousDynamicConv2d,
+                           InhomogeneousDynamicConv2d)
 from .squeeze_excitation import SqueezeExcitation
 
 DEPTHWISE_TYPES = ('static', 'dynamic', 'i_dynamic')
@@ -71,11 +74,6 @@ class DepthwiseConv2d(nn.Conv2d):
         """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
         return depthwise_conv(x.permute(0, 2, 3, 1), self.weight,
                               self.bias).permute(0, 3, 1, 2)
-
-    def fuse(self, norm):
-        """This conv, the BatchNorm ``norm`` after it and a ReLU as one
-        :class:`FoldedDepthwiseConv2d`."""
-        return FoldedDepthwiseConv2d.from_modules(self, norm)
 
 
 class FoldedDepthwiseConv2d(nn.Conv2d):
@@ -143,6 +141,64 @@ class SharedDepthwiseConv2d(nn.Module):
         return out.reshape(B, C, H, W) + self.bias.view(1, C, 1, 1)
 
 
+class DepthwiseConvModule(nn.Module):
+    """The k x k depth-wise conv of a DW-block -> norm -> ReLU, one module
+    with one deploy form (:meth:`fuse`), as mmcv's ``ConvModule``.
+
+    Args:
+        channels (int): Number of channels.
+        conv_type (str): See :func:`build_depthwise_conv`.
+            Defaults to 'static'.
+        kernel_size (int): k. Defaults to 7.
+        i_dynamic_groups (int): Channel groups of 'i_dynamic'.
+            Defaults to 32.
+        norm_cfg (dict): Config of the norm after the conv and of the
+            dynamic kernel generators'. Defaults to ``dict(type='BN')``.
+        weight_groups (int, optional): See :func:`build_depthwise_conv`.
+            Defaults to None.
+    """
+
+    def __init__(self, channels, conv_type='static', kernel_size=7,
+                 i_dynamic_groups=32, norm_cfg=dict(type='BN'),
+                 weight_groups=None):
+        super().__init__()
+        self.conv = build_depthwise_conv(conv_type, channels, kernel_size,
+                                         i_dynamic_groups, norm_cfg,
+                                         weight_groups)
+        self.norm = build_norm_layer(norm_cfg, channels)[1]
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
+        return self.act(self.norm(self.conv(x)))
+
+    @property
+    def has_deploy_form(self):
+        """Whether :meth:`fuse` can fold this module (shared kernels
+        cannot)."""
+        return type(self.conv) in DEPLOY_FORMS
+
+    def fuse(self):
+        """The deploy form (eval semantics): conv, BatchNorm and ReLU as one
+        folded conv on (N, H, W, C) tensors.
+
+        Raises:
+            ValueError: For shared depth-wise kernels (an ablation).
+        """
+        if not self.has_deploy_form:
+            raise ValueError(f'{type(self.conv).__name__} has no deploy form')
+        return DEPLOY_FORMS[type(self.conv)].from_modules(self.conv,
+                                                          self.norm)
+
+
+#: The deploy form of each depth-wise conv followed by BatchNorm and ReLU.
+DEPLOY_FORMS = {
+    DepthwiseConv2d: FoldedDepthwiseConv2d,
+    DynamicDepthwiseConv2d: FoldedDynamicDepthwiseConv2d,
+    InhomogeneousDynamicConv2d: FoldedInhomogeneousDynamicConv2d,
+}
+
+
 class DepthwiseMixer(nn.Module):
     """1x1 conv-norm-ReLU -> k x k depth-wise conv-norm-ReLU -> 1x1 conv-norm.
 
@@ -171,11 +227,9 @@ class DepthwiseMixer(nn.Module):
         super().__init__()
         self.pointwise_in = ConvModule(
             channels, channels, 1, bias=False, norm_cfg=norm_cfg)
-        self.depthwise = build_depthwise_conv(conv_type, channels,
-                                              kernel_size, i_dynamic_groups,
-                                              norm_cfg, dw_weight_groups)
-        self.depthwise_norm = build_norm_layer(norm_cfg, channels)[1]
-        self.act = nn.ReLU(inplace=True)
+        self.depthwise = DepthwiseConvModule(channels, conv_type,
+                                             kernel_size, i_dynamic_groups,
+                                             norm_cfg, dw_weight_groups)
         self.se = SqueezeExcitation(channels, se_ratio) if se_ratio else None
         self.pointwise_out = ConvModule(
             channels, channels, 1, bias=False, norm_cfg=norm_cfg,
@@ -187,7 +241,7 @@ class DepthwiseMixer(nn.Module):
 
     def forward(self, x):
         x = pointwise_conv_module(self.pointwise_in, x)
-        x = self.act(self.depthwise_norm(self.depthwise(x)))
+        x = self.depthwise(x)
         if self.se is not None:
             x = self.se(x)
         return pointwise_conv_module(self.pointwise_out, x)

@@ -186,7 +186,7 @@ class DWNetBlock(nn.Module):
                 conv, shared depth-wise kernels), which have no deploy form.
         """
         if self.extra_dw is not None or self.mixer.se is not None or \
-                not hasattr(self.mixer.depthwise, 'fuse'):
+                not self.mixer.depthwise.has_deploy_form:
             raise ValueError('the ablation layers of a DWNetBlock (SE, '
                              'extra_dw, dw_weight_groups) have no deploy form')
         return DeployDWNetBlock.from_block(self)

@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from dwnet_mm.ops import (dynamic_depthwise_conv, i_dynamic_conv,
+from dwnet_mm.ops import (dynamic_depthwise_conv, i_dynamic_conv_from_hidden,
                           interleaved_channels, linear)
 from .batchnorm_folding import (bn_scale_shift, fold_bn_after, linear_from,
                                 param_like)
@@ -55,10 +55,6 @@ class DynamicDepthwiseConv2d(nn.Module):
                                       self.predict_kernel(x),
                                       self.bias).permute(0, 3, 1, 2)
 
-    def fuse(self, norm):
-        """This conv, the BatchNorm ``norm`` after it and a ReLU as one
-        :class:`FoldedDynamicDepthwiseConv2d`."""
-        return FoldedDynamicDepthwiseConv2d.from_modules(self, norm)
 
 
 class FoldedDynamicDepthwiseConv2d(nn.Module):
@@ -115,8 +111,9 @@ class InhomogeneousDynamicConv2d(nn.Module):
     A k x k kernel is predicted at every position from the local features
     (1x1 conv C -> C/r -> norm -> ReLU -> 1x1 conv -> k*k*G) and shared by
     the channels of each of the G groups. The generation and application of
-    the kernels is :func:`dwnet_mm.ops.i_dynamic_conv` (any device and dtype,
-    differentiable; without gradients it never holds all kernels at once).
+    the kernels is :func:`dwnet_mm.ops.i_dynamic_conv_from_hidden` (any
+    device and dtype, differentiable; without gradients it never holds all
+    kernels at once).
 
     Args:
         channels (int): Number of input and output channels.
@@ -158,20 +155,17 @@ class InhomogeneousDynamicConv2d(nn.Module):
         """(N, C, H, W) -> (N, C, H, W), channels-last memory."""
         x = x.permute(0, 2, 3, 1)
         weight, bias = tap_major(self.conv2[0], self.i_dynamic_groups)
-        return i_dynamic_conv(x, self.hidden_features(x), weight, bias,
-                              self.kernel_size,
-                              self.i_dynamic_groups).permute(0, 3, 1, 2)
+        return i_dynamic_conv_from_hidden(x, self.hidden_features(x), weight,
+                                          bias, self.kernel_size,
+                                          self.i_dynamic_groups).permute(
+                                              0, 3, 1, 2)
 
-    def fuse(self, norm):
-        """This conv, the BatchNorm ``norm`` after it and a ReLU as one
-        :class:`FoldedInhomogeneousDynamicConv2d`."""
-        return FoldedInhomogeneousDynamicConv2d.from_modules(self, norm)
 
 
 def tap_major(conv, groups):
     """The weight (k*k*G, C_h) and bias of the generator's last 1x1 conv,
     whose rows are laid out (G, k*k), with the rows reordered to (k*k, G),
-    the layout of :func:`dwnet_mm.ops.i_dynamic_conv`."""
+    the layout of :func:`dwnet_mm.ops.i_dynamic_conv_from_hidden`."""
     weight = conv.weight.flatten(1)
     weight = weight.view(groups, -1, weight.shape[1]).transpose(0, 1)
     bias = conv.bias
@@ -239,7 +233,7 @@ class FoldedInhomogeneousDynamicConv2d(nn.Module):
 
     def forward(self, x):
         """(N, H, W, C) -> (N, H, W, C), channels interleaved."""
-        return i_dynamic_conv(
+        return i_dynamic_conv_from_hidden(
             x, linear(x, self.fc1.weight, self.fc1.bias, relu=True),
             self.fc2.weight, self.fc2.bias, self.kernel_size,
             self.i_dynamic_groups, self.input_scale, self.bias, relu=True,

@@ -20,6 +20,8 @@ model = dict(
         type='DWNet',
         arch=dict(channels=[8, 16, 32, 64], depths=[1, 1, 1, 1]),
         drop_path_rate=0.,
+        out_type='avg_featmap',
+        out_indices=-1,
         # As in the det/seg configs: the tools must swap SyncBN for BN when
         # several processes share no GPU.
         norm_cfg=dict(type='SyncBN')),

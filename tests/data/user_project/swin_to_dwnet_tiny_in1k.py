@@ -4,6 +4,7 @@ custom_imports = dict(imports=['dwnet_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(_delete_=True, type='DWNet', arch='tiny',
-                  drop_path_rate=0.2),
+                  drop_path_rate=0.2, out_type='avg_featmap',
+                  out_indices=-1),
     neck=None,
     head=dict(in_channels=768))

@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 
 #: What to install for the export and the check.
-DEPLOY_INSTALL = 'pip install "dwnet-mm[deploy]"'
+EXPORT_INSTALL = 'pip install "dwnet-mm[export]"'
 #: ONNX domains of the standard operator set.
 STANDARD_DOMAINS = ('', 'ai.onnx')
 
 
-class MissingDeployDependency(ImportError):
+class MissingExportDependency(ImportError):
     """``onnx`` or ``onnxruntime`` is not installed."""
 
 
@@ -31,15 +31,15 @@ def require_onnxruntime():
         tuple: The ``onnx`` and ``onnxruntime`` modules.
 
     Raises:
-        MissingDeployDependency: With the install command.
+        MissingExportDependency: With the install command.
     """
     try:
         import onnx
         import onnxruntime
     except ImportError as e:
-        raise MissingDeployDependency(
+        raise MissingExportDependency(
             f'the ONNX export and check need onnx and onnxruntime ({e}); '
-            f'install them with: {DEPLOY_INSTALL}') from e
+            f'install them with: {EXPORT_INSTALL}') from e
     return onnx, onnxruntime
 
 

@@ -1,6 +1,6 @@
 """Export a dwnet-mm model to ONNX and check it in ONNX Runtime.
 
-    python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT OUT.onnx \
+    python tools/export/pytorch2onnx.py CONFIG CHECKPOINT OUT.onnx \
         [--shape H W] [--opset 17] [--backbone-only] [--deploy]
 
 What is exported, from one (N, 3, H, W) normalised image batch (the
@@ -17,7 +17,7 @@ model's data preprocessor is not part of the graph):
 
 Batch, height and width are dynamic. The tool runs ONNX Runtime on the file
 and prints the largest relative error (max |ort - torch| / max |torch|)
-against PyTorch. Needs ``pip install "dwnet-mm[deploy]"``.
+against PyTorch. Needs ``pip install "dwnet-mm[export]"``.
 """
 import argparse
 import os.path as osp
@@ -61,7 +61,7 @@ def parse_args(argv=None):
 
 def read_config(path, cfg_options=None):
     """The merged config; any error reading it as a ConfigError."""
-    from dwnet_mm.apis import ConfigError, load_config
+    from dwnet_mm.runner_setup import ConfigError, load_config
     try:
         return load_config(path, cfg_options)
     except ConfigError:
@@ -73,7 +73,7 @@ def read_config(path, cfg_options=None):
 
 def export_target(model, scope, backbone_only):
     """The module to export and a description of its outputs."""
-    from dwnet_mm.deployment import TensorOutputs
+    from dwnet_mm.export import TensorOutputs
     if backbone_only:
         return TensorOutputs(model.backbone), 'backbone feature maps'
     if scope == 'mmdet':
@@ -92,8 +92,8 @@ def prepare(args):
     Returns:
         tuple[nn.Module, str]: The model (eval) and its framework scope.
     """
-    from dwnet_mm.apis import ConfigError
-    from dwnet_mm.deployment import require_onnxruntime
+    from dwnet_mm.runner_setup import ConfigError
+    from dwnet_mm.export import require_onnxruntime
     require_onnxruntime()
     if not 11 <= args.opset <= 17:
         raise ConfigError(f'--opset {args.opset}: the exporter used '
@@ -104,7 +104,7 @@ def prepare(args):
     out_dir = osp.dirname(osp.abspath(args.out))
     if not osp.isdir(out_dir):
         raise ConfigError(f'output folder {out_dir!r} does not exist')
-    from dwnet_mm.deployment import build_model, load_weights
+    from dwnet_mm.runner_setup import build_model, load_weights
     model = build_model(cfg, args.deploy)
     load_weights(model, args.checkpoint)
     return model, cfg.get('default_scope')
@@ -115,14 +115,14 @@ def main(argv=None):
     import torch
 
     import dwnet_mm  # noqa: F401
-    from dwnet_mm.apis import ConfigError
+    from dwnet_mm.runner_setup import ConfigError
     from dwnet_mm.safe_loading import UnsafeCheckpointError
-    from dwnet_mm.deployment import (MissingDeployDependency, export_onnx,
+    from dwnet_mm.export import (MissingExportDependency, export_onnx,
                                      max_relative_error, onnxruntime_session,
                                      run_onnxruntime)
     try:
         model, scope = prepare(args)
-    except (ConfigError, MissingDeployDependency, ValueError,
+    except (ConfigError, MissingExportDependency, ValueError,
             UnsafeCheckpointError, RuntimeError) as e:
         sys.exit(f'error: {_one_line(e)}')
     target, what = export_target(model, scope, args.backbone_only)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dwnet_mm.deployment import (SlicedAdaptiveAvgPool2d, export_onnx,
+from dwnet_mm.export import (SlicedAdaptiveAvgPool2d, export_onnx,
                                  max_relative_error, nonstandard_ops,
                                  onnxruntime_session, run_onnxruntime)
 from dwnet_mm.models import DWNet

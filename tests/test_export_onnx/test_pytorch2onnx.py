@@ -1,4 +1,4 @@
-"""tools/deployment/pytorch2onnx.py: classifier and segmentor configs (small
+"""tools/export/pytorch2onnx.py: classifier and segmentor configs (small
 widths), and one clear line for bad input."""
 import importlib.util
 import os.path as osp
@@ -8,10 +8,9 @@ import sys
 import pytest
 import torch
 
-from dwnet_mm.apis import load_config
-from dwnet_mm.deployment import (build_model, load_weights,
-                                 max_relative_error, onnxruntime_session,
-                                 run_onnxruntime)
+from dwnet_mm.export import (max_relative_error, onnxruntime_session,
+                             run_onnxruntime)
+from dwnet_mm.runner_setup import build_model, load_config, load_weights
 from test_export_variants import randomize_norms
 
 pytest.importorskip('onnx')
@@ -36,7 +35,7 @@ model = dict(backbone=dict({SMALL_ARCH}),
 
 
 def load_tool():
-    path = osp.join(REPO, 'tools', 'deployment', 'pytorch2onnx.py')
+    path = osp.join(REPO, 'tools', 'export', 'pytorch2onnx.py')
     spec = importlib.util.spec_from_file_location('_tool_pytorch2onnx', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -154,4 +153,4 @@ def test_bad_opset(tool, cls_case, tmp_path):
 def test_onnxruntime_missing(tool, cls_case, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     message = exit_message(tool, [*cls_case, str(tmp_path / 'a.onnx')])
-    assert 'pip install "dwnet-mm[deploy]"' in message
+    assert 'pip install "dwnet-mm[export]"' in message

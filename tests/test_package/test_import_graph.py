@@ -113,7 +113,7 @@ def test_graph_sees_relative_and_function_level_imports(tmp_path):
     assert find_cycle(graph) == ['pkg.a', 'pkg.sub.b', 'pkg.a']
 
 
-@pytest.mark.parametrize('scope', ['dwnet_mm.apis', 'dwnet_mm'])
+@pytest.mark.parametrize('scope', ['dwnet_mm.runner_setup', 'dwnet_mm'])
 def test_no_import_cycle(scope):
     graph = {module: targets for module, targets in import_graph().items()
              if module == scope or module.startswith(scope + '.')}
@@ -125,5 +125,7 @@ def test_no_import_cycle(scope):
 
 def test_config_depends_on_runtime_not_the_reverse():
     graph = import_graph()
-    assert 'dwnet_mm.apis.runtime' in graph['dwnet_mm.apis.config']
-    assert 'dwnet_mm.apis.config' not in graph['dwnet_mm.apis.runtime']
+    assert 'dwnet_mm.runner_setup.runtime' in graph[
+        'dwnet_mm.runner_setup.config']
+    assert 'dwnet_mm.runner_setup.config' not in graph[
+        'dwnet_mm.runner_setup.runtime']

@@ -1,9 +1,9 @@
 """Build a config's DWNet model and load a checkpoint into it, for the
-deployment and model-converter tools."""
+export and model-converter tools."""
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.utils import import_modules_from_strings
 
-from ..apis import ConfigError, replace_sync_bn
+from .config import ConfigError, replace_sync_bn
 from ..safe_loading import safe_load
 
 # The frameworks whose configs the tools take.

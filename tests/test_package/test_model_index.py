@@ -18,7 +18,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import dwnet_mm  # noqa: F401
-from dwnet_mm.apis import model_index_path, register_model_index
+from dwnet_mm.utils.model_index import model_index_path, register_model_index
 from dwnet_mm.safe_loading import checkpoint_loading
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -164,7 +164,7 @@ def test_import_without_mmpretrain():
 import sys
 sys.modules['mmpretrain'] = None  # as if it were not installed
 import dwnet_mm
-from dwnet_mm.apis import register_model_index
+from dwnet_mm import register_model_index
 from dwnet_mm.utils import MissingFrameworkError
 try:
     register_model_index()
