@@ -210,7 +210,7 @@ def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
     if mismatched:
         hint = (' (set resize_kernels=True in the Pretrained init_cfg to '
                 'interpolate depth-wise kernels)'
-                if any('depthwise.weight' in m for m in mismatched) else '')
+                if any('depthwise.conv.weight' in m for m in mismatched) else '')
         raise RuntimeError(f'shape mismatch loading {filename}{hint}:\n  ' +
                            '\n  '.join(mismatched))
 

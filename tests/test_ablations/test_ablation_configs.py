@@ -8,7 +8,8 @@ from ablation_helpers import (ABLATION_CONFIGS, load_config, small_model,
                               train_step)
 
 # Backbone keys of the inherited recipes.
-DWNET_KEYS = {'type', 'arch', 'conv_type', 'kernel_size', 'drop_path_rate'}
+DWNET_KEYS = {'type', 'arch', 'conv_type', 'kernel_size', 'drop_path_rate',
+              'out_type', 'out_indices'}
 SWIN_KEYS = {'type', 'arch', 'img_size', 'drop_path_rate'}
 
 
@@ -69,7 +70,8 @@ def test_recipe(name):
     backbone = _plain(cfg.model.backbone)
     if name.startswith('dwnet'):
         recipe = dict(type='DWNet', arch='tiny', conv_type='static',
-                      kernel_size=7, drop_path_rate=0.2)
+                      kernel_size=7, drop_path_rate=0.2,
+                      out_type='avg_featmap', out_indices=-1)
         keys, batch, wrapper = DWNET_KEYS, 128, 'AmpOptimWrapper'
         assert cfg.model.neck is None
     else:

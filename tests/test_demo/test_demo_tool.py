@@ -71,18 +71,34 @@ def test_quick_demo_writes_the_report(quick_run):
                                         f'{task}_{stage}.log')) > 0
 
 
-def test_second_run_reuses_the_data(quick_run):
+@pytest.mark.skipif(
+    __import__('torch').cuda.is_available(),
+    reason='on GPU hosts dist_train.sh starts one process per GPU (NCCL)')
+def test_second_run_reuses_the_data_and_trains_with_two_processes(
+        quick_run):
+    """Run again on the same data root, through tools/dist_train.sh: the
+    data is reused, and two gloo processes each log a world size of 2
+    before the evaluation."""
     proc, dirs = quick_run
     assert proc.returncode == 0
     assert '[demo] data: writing' in proc.stdout
+    out, work = dirs['out'] + '2', dirs['work'] + '2'
     again = subprocess.run(
-        [sys.executable, DEMO, '--quick', '--tasks', 'cls', '--data-root',
-         dirs['data'], '--out', dirs['out'] + '2', '--work-dir',
-         dirs['work'] + '2'],
+        [sys.executable, DEMO, '--quick', '--tasks', 'cls', '--dist', '2',
+         '--data-root', dirs['data'], '--out', out, '--work-dir', work],
         capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert '[demo] data: reusing' in again.stdout
     assert '[demo] data: writing' not in again.stdout
+    assert '[demo] cls: training configs/cls/demo_dwnet-nano_shapes.py ' \
+        'with 2 processes' in again.stdout
+    with open(osp.join(out, 'logs', 'cls_train.log')) as f:
+        log = f.read()
+    assert 'no GPU visible: 2 CPU processes on the gloo backend' in log
+    assert 'Distributed training: True' in log
+    assert 'GPU number: 2' in log  # mmengine's world size
+    with open(osp.join(out, 'metrics.json')) as f:
+        assert 'accuracy/top1' in json.load(f)['cls']['metrics']
 
 
 def test_a_failing_stage_is_reported(tmp_path):
@@ -108,27 +124,3 @@ def test_a_failing_stage_is_reported(tmp_path):
     assert '[demo] cls: FAILED: exit status' in proc.stdout
     assert 'cls_train.log' in proc.stdout
     assert '    | ' in proc.stdout  # the end of the log
-
-
-@pytest.mark.skipif(
-    __import__('torch').cuda.is_available(),
-    reason='on GPU hosts dist_train.sh starts one process per GPU (NCCL)')
-def test_det_demo_through_dist_train_sh_with_two_processes(tmp_path):
-    """The detection demo config through tools/dist_train.sh: two gloo
-    processes, each logging a world size of 2, then the evaluation."""
-    proc = subprocess.run(
-        [sys.executable, DEMO, '--quick', '--tasks', 'det', '--dist', '2',
-         '--data-root', str(tmp_path / 'data'), '--out',
-         str(tmp_path / 'out'), '--work-dir', str(tmp_path / 'work')],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert '[demo] det: training configs/det/demo_cascade_dwnet-nano_' \
-        'shapes.py with 2 processes' in proc.stdout
-    with open(tmp_path / 'out' / 'logs' / 'det_train.log') as f:
-        log = f.read()
-    assert 'no GPU visible: 2 CPU processes on the gloo backend' in log
-    assert 'Distributed training: True' in log
-    assert 'GPU number: 2' in log  # mmengine's world size
-    assert osp.isfile(tmp_path / 'work' / 'det' / 'epoch_1.pth')
-    with open(tmp_path / 'out' / 'metrics.json') as f:
-        assert 'coco/bbox_mAP' in json.load(f)['det']['metrics']

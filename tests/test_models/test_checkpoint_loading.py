@@ -122,7 +122,8 @@ def test_authors_cls_file_into_classifier_backbone(tmp_path, conv_type,
     path = tmp_path / 'authors.pth'
     save_with_config({'model': sd, 'optimizer': {'state': {}},
                       'epoch': 299}, path, monkeypatch)
-    model = DWNet(arch=SMALL, conv_type=conv_type,
+    model = DWNet(arch=SMALL, conv_type=conv_type, out_type='avg_featmap',
+                  out_indices=-1,
                   init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     own = model.state_dict()
@@ -270,6 +271,7 @@ def test_deprecated_pretrained_argument(tmp_path):
     path = tmp_path / 'authors.pth'
     torch.save({'model': sd}, path)
     with pytest.warns(UserWarning, match='deprecated'):
-        model = DWNet(arch=SMALL, pretrained=str(path))
+        model = DWNet(arch=SMALL, out_type='avg_featmap', out_indices=-1,
+                      pretrained=str(path))
     model.init_weights()
     torch.testing.assert_close(model.norm3.bias, sd['norm.bias'])

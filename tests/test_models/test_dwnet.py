@@ -48,17 +48,20 @@ class TestDWNetArch(TestCase):
             small(out_indices=(4, ))
 
     def test_custom_arch(self):
-        model = small()
-        self.assertEqual(model.out_channels, [256])
+        model = small()  # every stage's map by default
+        self.assertEqual(model.out_channels, [32, 64, 128, 256])
         x = torch.randn(2, 3, 64, 64)
-        self.assertEqual(model(x)[0].shape, (2, 256))
+        self.assertEqual([o.shape for o in model(x)],
+                         [(2, 32, 16, 16), (2, 64, 8, 8), (2, 128, 4, 4),
+                          (2, 256, 2, 2)])
 
 
 class TestDWNetForward(TestCase):
 
     def test_classification_output(self):
         for conv_type in ('static', 'dynamic', 'i_dynamic'):
-            model = small(conv_type=conv_type).eval()
+            model = small(conv_type=conv_type, out_type='avg_featmap',
+                          out_indices=-1).eval()
             out = model(torch.randn(2, 3, 64, 64))
             self.assertEqual(len(out), 1)
             self.assertEqual(out[0].shape, (2, 256))
@@ -106,8 +109,9 @@ class TestDWNetForward(TestCase):
             model(torch.randn(3, 64, 64))
         with self.assertRaisesRegex(ValueError, r'3 input channels.*got 1'):
             model(torch.randn(1, 1, 64, 64))
-        model = small(in_channels=1)
-        self.assertEqual(model(torch.randn(2, 1, 32, 32))[0].shape, (2, 256))
+        model = small(in_channels=1, out_indices=-1)
+        self.assertEqual(model(torch.randn(2, 1, 32, 32))[0].shape,
+                         (2, 256, 1, 1))
 
     def test_backward(self):
         for conv_type in ('static', 'dynamic', 'i_dynamic'):

@@ -138,7 +138,7 @@ def test_import_without_frameworks():
         '    sys.modules[name] = None  # as if not installed\n'
         'import dwnet_mm, torch\n'
         'm = dwnet_mm.DWNet(arch="tiny").eval()\n'
-        'assert m(torch.randn(1, 3, 32, 32))[0].shape == (1, 768)\n'
+        'assert m(torch.randn(1, 3, 32, 32))[-1].shape == (1, 768, 1, 1)\n'
         'from dwnet_mm.utils import require_framework\n'
         'try:\n'
         '    require_framework("mmdet", "the detection configs")\n'

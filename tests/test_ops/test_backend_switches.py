@@ -52,13 +52,22 @@ def test_setting_the_environment_later_changes_nothing(monkeypatch):
     assert use_native()
 
 
-@pytest.mark.parametrize('value,enabled', [('0', False), (' 0\n', False),
-                                           ('1', True), ('', True),
-                                           ('yes', True)])
-def test_environment_read_at_import(value, enabled):
-    code = ('import dwnet_mm.ops as o; '
-            'print(o.use_native(), o.use_triton())')
-    env = dict(os.environ, DWNET_MM_NATIVE=value, DWNET_MM_TRITON=value)
-    out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
-    assert out == [str(enabled)] * 2
+ENVIRONMENT_VALUES = [('0', False), (' 0\n', False), ('1', True), ('', True),
+                      ('yes', True)]
+
+
+def test_environment_read_at_import():
+    """Each value, as the module reads it when imported (one process; the
+    module is executed again for each value, as an import would)."""
+    code = (
+        'import importlib, os, sys\n'
+        'import dwnet_mm.ops.backend as b\n'
+        'for value in sys.argv[1:]:\n'
+        '    os.environ["DWNET_MM_NATIVE"] = value\n'
+        '    os.environ["DWNET_MM_TRITON"] = value\n'
+        '    b = importlib.reload(b)\n'
+        '    print(b.use_native(), b.use_triton())\n')
+    values = [value for value, _ in ENVIRONMENT_VALUES]
+    out = subprocess.run([sys.executable, '-c', code, *values], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    assert out == [f'{enabled} {enabled}' for _, enabled in ENVIRONMENT_VALUES]

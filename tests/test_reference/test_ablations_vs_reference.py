@@ -100,7 +100,8 @@ def test_reference_sees_the_options():
     """Each option changes the function: a model built without it, given
     the shared weights, differs from the reference."""
     reference, _ = build_pair('all', dense=False)
-    plain = DWNet(arch=ARCH, out_type='avg_featmap', se_ratio=1 / 16,
+    plain = DWNet(arch=ARCH, out_type='avg_featmap', out_indices=-1,
+                  se_ratio=1 / 16,
                   extra_dw=True, extra_dw_se_ratio=1 / 16,
                   dw_weight_groups=(1, 2, 4, 8))  # BN, not CC-BN
     state = to_dwnet_mm(reference.state_dict())

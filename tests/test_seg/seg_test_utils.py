@@ -114,6 +114,11 @@ def small_seg_config(config_name, data_root, work_dir, max_iters=2):
     for key in ('val_dataloader', 'test_dataloader'):
         _transform(cfg[key].dataset.pipeline, 'Resize')['scale'] = \
             SMALL_SCALE
+    # The TTA's scales, as ratios of SMALL_SCALE instead of (2048, 512).
+    for resize in cfg.tta_pipeline[1]['transforms'][0]:
+        width, height = resize['scale']
+        resize['scale'] = (width * SMALL_SCALE[0] // 2048,
+                           height * SMALL_SCALE[1] // 512)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[key]
         loader.num_workers = 0

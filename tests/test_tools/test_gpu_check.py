@@ -42,7 +42,10 @@ def assert_accounted_for(summary):
 
 
 def test_gpu_check_on_cpu(tmp_path):
-    result, summary = gpu_check(tmp_path)
+    # The detector section runs in the next test (its backbone + FPN step;
+    # the whole detector's step is the suite's tests/test_det).
+    result, summary = gpu_check(tmp_path, '--sections', 'reference', 'triton',
+                                'amp', 'benchmark')
     assert result.returncode == 0, result.stdout[-3000:]
     assert summary['passed'] and summary['device'] == 'cpu'
     assert_accounted_for(summary)
@@ -83,9 +86,7 @@ def test_gpu_check_on_cpu(tmp_path):
     assert {r['mode'] for r in bench['details']['rows']} == {'infer', 'train'}
     assert (tmp_path / 'benchmark_fp32.json').exists()
 
-    detector = sections['detector']['details']
-    assert detector['step'] == 'Cascade Mask R-CNN train_step'
-    assert detector['parameters_updated'].split('/')[0] != '0'
+    assert sections['detector']['status'] == 'skipped'
 
     markdown = (tmp_path / 'summary.md').read_text()
     assert markdown.startswith('# dwnet_mm GPU check: passed')
