@@ -6,10 +6,10 @@ hidden features); :func:`i_dynamic_conv_with_kernels` applies given kernels
 (NCHW).
 Backends (:func:`.backend.backend_for`):
 
-* native CPU kernels: without autograd, one call that generates the kernels
-  of a chunk of pixels (a library GEMM) and applies them while they are in
-  cache; with autograd, all kernels from ``F.linear`` and
-  :class:`InhomogeneousDynamicConvFunction`;
+* native CPU kernels: one call that generates the kernels of a chunk of
+  pixels (a library GEMM) and applies them while they are in cache; with
+  autograd inside :class:`InhomogeneousDynamicConvFunction`, whose backward
+  generates them again one image at a time;
 * Triton on GPUs (:mod:`.triton_i_dynamic_conv`);
 * PyTorch ops, also the fallback and the ONNX export form: all kernels,
   then k*k shifted products (:func:`i_dynamic_conv_with_kernels`).
@@ -140,38 +140,113 @@ def _pytorch_form(x, kernels, kernel_size, groups, interleaved):
 
 
 class InhomogeneousDynamicConvFunction(torch.autograd.Function):
-    """The I-Dynamic conv of (N, H, W, C) ``x``, interleaved channels, on
-    (N, H*W, k*k, G) kernels, in the native CPU kernels (in a
-    ``torch.jit.trace`` without them: the PyTorch form, one node for the
-    FLOP counter either way)."""
+    """The I-Dynamic conv of (N, H, W, C) ``x``, interleaved channels, from
+    the generator's (N, H, W, C_h) ``hidden`` features and its last layer,
+    ``weight`` (k*k, G, C_h) and ``bias`` (k*k, G), in the native CPU
+    kernels (in a ``torch.jit.trace`` without them: the PyTorch form; one
+    node for the FLOP counter either way).
+
+    The (N, H*W, k*k, G) kernels, 16x the input at stage 1 of DWNet-T, are
+    never held whole: the forward generates and applies them in chunks of
+    pixels, the backward generates them again one image at a time (an
+    extra generator GEMM, cheaper than the page faults of a fresh 150 MiB
+    tensor and its gradient in every step, and than keeping it saved).
+    """
 
     @staticmethod
-    def forward(ctx, x, kernels, kernel_size):
-        ctx.save_for_backward(x, kernels)
+    def forward(ctx, x, hidden, weight, bias, kernel_size):
+        ctx.save_for_backward(x, hidden, weight, bias)
         ctx.kernel_size = kernel_size
+        groups = weight.shape[1]
         ctx.native = native_ops() is not None and _runs_native(
-            x, kernel_size, kernels.shape[-1])
+            x, kernel_size, groups)
+        weight, bias = _flat_generator(weight, bias)
         if not ctx.native:
-            return _pytorch_form(x, kernels, kernel_size, kernels.shape[-1],
+            return _pytorch_form(x, F.linear(hidden, weight, bias),
+                                 kernel_size, groups,
                                  interleaved=True).contiguous()
-        return native_ops().i_dynamic_apply(x, kernels, kernel_size)
+        return _fused_native(x, hidden, weight, bias, kernel_size)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, kernels = ctx.saved_tensors
-        need_x, need_kernels = ctx.needs_input_grad[:2]
-        if ctx.native:
-            grad_x, grad_kernels = native_ops().i_dynamic_backward(
-                x, kernels, grad.contiguous(), ctx.kernel_size, need_x,
-                need_kernels)
-            return grad_x, grad_kernels, None
-        with torch.enable_grad():
-            x, kernels = x.detach().requires_grad_(), \
-                kernels.detach().requires_grad_()
-            out = _pytorch_form(x, kernels, ctx.kernel_size,
-                                kernels.shape[-1], interleaved=True)
-            return (*torch.autograd.grad(out, (x, kernels), grad), None)
+        x, hidden, weight, bias = ctx.saved_tensors
+        k = ctx.kernel_size
+        if not ctx.native:
+            with torch.enable_grad():
+                inputs = [t.detach().requires_grad_() if t is not None else
+                          None for t in (x, hidden, weight, bias)]
+                flat_weight, flat_bias = _flat_generator(*inputs[2:])
+                out = _pytorch_form(
+                    inputs[0], F.linear(inputs[1], flat_weight, flat_bias), k,
+                    weight.shape[1], interleaved=True)
+                given = [t for t in inputs if t is not None]
+                grads = iter(torch.autograd.grad(out, given, grad))
+                return (*(next(grads) if t is not None else None
+                          for t in inputs), None)
+        return (*_native_backward(x, hidden, weight, bias, grad, k,
+                                  ctx.needs_input_grad[:4]), None)
+
+
+def _flat_generator(weight, bias):
+    """(k*k, G, C_h) and (k*k, G) as the (k*k*G, C_h) weight and bias of
+    one linear layer."""
+    flat_bias = None if bias is None else bias.reshape(-1)
+    return weight.reshape(-1, weight.shape[-1]), flat_bias
+
+
+def _fused_native(x, hidden, weight, bias, k, input_scale=None,
+                  out_bias=None, relu=False):
+    """The native kernel that generates the kernels of a chunk of pixels
+    (a library GEMM) and applies them while they are in cache; inputs in
+    the interleaved channel order, no autograd."""
+    N, H, W, C = x.shape
+    pixels = N * H * W
+    threads = torch.get_num_threads()
+    # Whole rounds of chunks for the threads: no thread idles at the end.
+    chunks = -(-pixels // I_DYNAMIC_CHUNK_PIXELS)
+    chunks = -(-chunks // threads) * threads
+    # Detached: the kernel's GEMMs run on torch's worker threads, where
+    # no_grad does not hold, and refuse inputs that require grad.
+    return native_ops().i_dynamic_conv_nhwc(
+        x.detach().contiguous(), hidden.detach().reshape(pixels, -1).float(),
+        weight.detach(), _detached(bias), k, _detached(input_scale),
+        _detached(out_bias), relu, -(-pixels // chunks))
+
+
+def _native_backward(x, hidden, weight, bias, grad, k, needs):
+    """Gradients of :class:`InhomogeneousDynamicConvFunction` for
+    ``needs`` = which of (x, hidden, weight, bias) need them, one image at
+    a time."""
+    need_x, need_hidden, need_weight, need_bias = needs
+    need_kernels = need_hidden or need_weight or need_bias
+    flat_weight, flat_bias = _flat_generator(weight, bias)
+    grad = grad.contiguous()
+    H, W = x.shape[1:3]
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_hidden = torch.empty_like(hidden) if need_hidden else None
+    grad_weight = torch.zeros_like(flat_weight) if need_weight else None
+    grad_bias = torch.zeros_like(flat_bias) if need_bias else None
+    for n in range(x.shape[0]):
+        features = hidden[n].reshape(H * W, -1)
+        kernels = F.linear(features, flat_weight, flat_bias)
+        image_grad_x, grad_kernels = native_ops().i_dynamic_backward(
+            x[n:n + 1], kernels, grad[n:n + 1], k, need_x, need_kernels)
+        if need_x:
+            grad_x[n] = image_grad_x[0]
+        if not need_kernels:
+            continue
+        grad_kernels = grad_kernels.view(H * W, -1)
+        if need_hidden:
+            torch.mm(grad_kernels, flat_weight,
+                     out=grad_hidden[n].view(H * W, -1))
+        if need_weight:
+            grad_weight.addmm_(grad_kernels.t(), features)
+        if need_bias:
+            grad_bias += grad_kernels.sum(0)
+    return (grad_x, grad_hidden,
+            None if grad_weight is None else grad_weight.view_as(weight),
+            None if grad_bias is None else grad_bias.view_as(bias))
 
 
 def _runs_native(x, kernel_size, groups):
@@ -221,33 +296,22 @@ def i_dynamic_conv_from_hidden(x, hidden, weight, bias, kernel_size, groups,
             x, hidden, weight, bias, input_scale, out_bias):
         to_native = (lambda t: t) if interleaved else (
             lambda t: None if t is None else _interleave(t, groups))
-        N, H, W, C = x.shape
-        pixels = N * H * W
-        threads = torch.get_num_threads()
-        # Whole rounds of chunks for the threads: no thread idles at the
-        # end.
-        chunks = -(-pixels // I_DYNAMIC_CHUNK_PIXELS)
-        chunks = -(-chunks // threads) * threads
-        # Detached: the kernel's GEMMs run on torch's worker threads, where
-        # no_grad does not hold, and refuse inputs that require grad.
-        out = native_ops().i_dynamic_conv_nhwc(
-            to_native(x).detach().contiguous(),
-            hidden.detach().reshape(pixels, -1).float(), weight.detach(),
-            _detached(bias), k, _detached(to_native(input_scale)),
-            _detached(to_native(out_bias)), relu, -(-pixels // chunks))
+        out = _fused_native(to_native(x), hidden, weight, bias, k,
+                            to_native(input_scale), to_native(out_bias), relu)
         return out if interleaved else _group(out, groups)
-    kernels = F.linear(hidden, weight, bias)
     if input_scale is not None:
         x = x * input_scale
     if where in ('native', 'trace'):
-        N, H, W, C = x.shape
         x_native = x if interleaved else _interleave(x, groups)
         out = InhomogeneousDynamicConvFunction.apply(
-            x_native.contiguous(), kernels.view(N, H * W, k * k, groups), k)
+            x_native.contiguous(), hidden.contiguous(),
+            weight.view(k * k, groups, -1),
+            None if bias is None else bias.view(k * k, groups), k)
         if not interleaved:
             out = _group(out, groups)
     else:
-        out = _pytorch_form(x, kernels, k, groups, interleaved)
+        out = _pytorch_form(x, F.linear(hidden, weight, bias), k, groups,
+                            interleaved)
     if out_bias is not None:
         out = out + out_bias
     return (F.relu(out) if relu else out).contiguous()

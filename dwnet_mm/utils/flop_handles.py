@@ -3,9 +3,10 @@
 ``FlopAnalyzer`` traces the model with ``torch.jit`` and counts the traced
 ops it has a handle for. A ``torch.autograd.Function`` is traced as one
 opaque ``prim::PythonOp.<name of the Function>`` node: without a handle it
-counts nothing there (and warns). The I-Dynamic conv's aggregation is such a
-Function (``InhomogeneousDynamicConvFunction``, which the layer also takes
-while traced), so an I-Dynamic model needs :data:`DWNET_FLOP_HANDLES`.
+counts nothing there (and warns). The I-Dynamic conv, its kernel
+generator's last layer included, is such a Function
+(``InhomogeneousDynamicConvFunction``, which the layer also takes while
+traced), so an I-Dynamic model needs :data:`DWNET_FLOP_HANDLES`.
 
 Importing dwnet_mm registers these handles nowhere: apply them to the
 analyzer that counts, e.g.::
@@ -34,19 +35,22 @@ I_DYNAMIC_CONV_OP = 'prim::PythonOp.InhomogeneousDynamicConvFunction'
 
 
 def i_dynamic_conv_flop_handle(inputs, outputs):
-    """MACs of the I-Dynamic aggregation: k*k per output element, as a
-    static depth-wise conv counts.
+    """MACs of the I-Dynamic conv: the kernel generator's last layer
+    (C_h x k*k*G per pixel, as a linear layer counts) and the aggregation
+    (k*k per output element, as a static depth-wise conv counts).
 
     Args:
         inputs (list[torch._C.Value]): The op's traced inputs: the input
-            (B, C, H, W) and the kernels (B, G, k*k, H, W).
+            (N, H, W, C), the generator's features (N, H, W, C_h), its
+            weight (k*k, G, C_h) and bias.
         outputs (list[torch._C.Value]): Its traced outputs (unused).
 
     Returns:
         int: Multiply-accumulates.
     """
-    x_shape, weight_shape = get_shape(inputs[0]), get_shape(inputs[1])
-    return math.prod(x_shape) * weight_shape[2]
+    x_shape, hidden_shape = get_shape(inputs[0]), get_shape(inputs[1])
+    taps, groups, _ = get_shape(inputs[2])
+    return taps * (math.prod(x_shape) + math.prod(hidden_shape) * groups)
 
 
 # mmengine op name -> handle, for FlopAnalyzer.set_op_handle.
