@@ -123,7 +123,8 @@ def test_native_kernels_need_groups_of_eight():
         native_ops().i_dynamic_conv_nhwc(x, hidden.view(40, 4), weight, None,
                                          7, chunk_pixels=8)
     with pytest.raises(RuntimeError, match='multiple of 8'):
-        native_ops().i_dynamic_apply(x, torch.randn(40 * 49 * 12), 7)
+        native_ops().i_dynamic_backward(x, torch.randn(40 * 49 * 12), x, 7,
+                                        True, True)
 
 
 @needs_native

@@ -85,7 +85,8 @@ __attribute__((target("avx2,fma"))) void backward_rows(
 
 }  // namespace
 
-// (grad_x, grad_kernels) of i_dynamic_apply, each undefined if not needed.
+// (grad_x, grad_kernels) of i_dynamic_conv_nhwc with respect to x and the
+// generated (pixels, taps, G) kernels, each undefined if not needed.
 std::vector<at::Tensor> i_dynamic_backward(const at::Tensor& x,
                                            const at::Tensor& kernels,
                                            const at::Tensor& grad,

@@ -9,12 +9,11 @@
 // The deploy form bakes this order into the weights of the 1x1 convs
 // around the op; the training form transposes its activations.
 //
-// * inference (i_dynamic_conv_nhwc): each thread generates the kernels of a
-//   chunk of pixels (a library GEMM) and applies them while they are in its
-//   cache; T pixels of a row are computed together, so that each input
-//   vector is loaded once for all of them; taps in the padding are skipped;
-// * training: the same forward on given kernels (i_dynamic_apply); the
-//   gradients are in i_dynamic_backward.cpp.
+// i_dynamic_conv_nhwc, inference and the training forward alike: each
+// thread generates the kernels of a chunk of pixels (a library GEMM) and
+// applies them while they are in its cache; T pixels of a row are computed
+// together, so that each input vector is loaded once for all of them; taps
+// in the padding are skipped. The gradients are in i_dynamic_backward.cpp.
 #if !defined(__x86_64__)
 #error "the dwnet_mm CPU kernels are written for x86-64 (AVX2 + FMA)"
 #endif
@@ -325,36 +324,10 @@ at::Tensor i_dynamic_conv_nhwc(const at::Tensor& x, const at::Tensor& features,
   return out;
 }
 
-// out[p, c] = sum_t kernels[p, t, c % G] * x[p + off(t), c]: the forward on
-// the (N, H, W, k*k*G) kernels of all pixels (training).
-at::Tensor i_dynamic_apply(const at::Tensor& x, const at::Tensor& kernels,
-                           int64_t kernel_size) {
-  TORCH_CHECK(dwnet_mm::cpu_supported(), "this CPU lacks AVX2/FMA");
-  dwnet_mm::check_nhwc(x, "x");
-  dwnet_mm::check_input(kernels, "kernels");
-  const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
-  const int64_t K = kernel_size, pixels = N * H * W;
-  TORCH_CHECK(kernels.numel() % (pixels * K * K) == 0,
-              "kernels ", kernels.sizes(), " do not fit x ", x.sizes());
-  const int64_t G = kernels.numel() / (pixels * K * K);
-  dwnet_mm::check_groups(x, G);
-  at::Tensor out = at::empty_like(x);
-  const float* xp = x.data_ptr<float>();
-  const float* kp = kernels.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const Epilogue ep{nullptr, nullptr, false};
-  at::parallel_for(0, N * H, 1, [&](int64_t b, int64_t e) {
-    apply_chunk(xp, kp, op, N, H, W, C, G, K, 0, b * W, e * W, ep);
-  });
-  return out;
-}
-
 void register_i_dynamic_conv(pybind11::module& m) {
   m.def("i_dynamic_conv_nhwc", &i_dynamic_conv_nhwc, py::arg("x"),
         py::arg("features"), py::arg("weight"), py::arg("weight_bias"),
         py::arg("kernel_size"), py::arg("scale") = py::none(),
         py::arg("bias") = py::none(), py::arg("relu") = false,
         py::arg("chunk_pixels"));
-  m.def("i_dynamic_apply", &i_dynamic_apply, py::arg("x"), py::arg("kernels"),
-        py::arg("kernel_size"));
 }
