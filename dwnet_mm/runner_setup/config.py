@@ -136,11 +136,7 @@ def prepare_train_config(cfg, work_dir=None, config_path=None, resume=None,
             Defaults to 'none'.
     """
     cfg.launcher = launcher
-    if work_dir:
-        cfg.work_dir = work_dir
-    elif not cfg.get('work_dir'):
-        name = osp.splitext(osp.basename(config_path or 'run'))[0]
-        cfg.work_dir = osp.join('work_dirs', name)
+    _set_work_dir(cfg, work_dir, config_path)
     if amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper != 'AmpOptimWrapper':
@@ -165,6 +161,16 @@ def prepare_train_config(cfg, work_dir=None, config_path=None, resume=None,
     return cfg
 
 
+def _set_work_dir(cfg, work_dir, config_path):
+    """The given work_dir, else the config's, else work_dirs/<config name>,
+    as the frameworks' tools choose it."""
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif not cfg.get('work_dir'):
+        name = osp.splitext(osp.basename(config_path or 'run'))[0]
+        cfg.work_dir = osp.join('work_dirs', name)
+
+
 def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
                         tta=False, launcher='none', deploy=False):
     """Apply the usual mm test options to ``cfg`` (in place); ``deploy``
@@ -173,11 +179,7 @@ def prepare_test_config(cfg, checkpoint, work_dir=None, config_path=None,
         raise ConfigError(f'checkpoint {checkpoint!r} does not exist')
     cfg.launcher = launcher
     cfg.load_from = checkpoint
-    if work_dir:
-        cfg.work_dir = work_dir
-    elif not cfg.get('work_dir'):
-        name = osp.splitext(osp.basename(config_path or 'run'))[0]
-        cfg.work_dir = osp.join('work_dirs', name)
+    _set_work_dir(cfg, work_dir, config_path)
     if deploy:
         backbone = cfg.model.get('backbone') or {}
         if not str(backbone.get('type', '')).endswith('DWNet'):
