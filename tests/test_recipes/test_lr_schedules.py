@@ -266,9 +266,11 @@ def test_old_imagenet_schedule_differs(tmp_path):
 # COCO and ADE20K -------------------------------------------------------------
 
 
-def test_coco_configs_share_one_schedule():
-    first = load(DET_CONFIGS[0])
-    for name in DET_CONFIGS[1:]:
+@pytest.mark.parametrize('configs', [DET_CONFIGS, SEG_CONFIGS],
+                         ids=['coco', 'ade20k'])
+def test_configs_share_one_schedule(configs):
+    first = load(configs[0])
+    for name in configs[1:]:
         cfg = load(name)
         assert (cfg.param_scheduler, cfg.train_cfg, cfg.optim_wrapper.
                 optimizer.lr) == (first.param_scheduler, first.train_cfg,
@@ -280,15 +282,6 @@ def test_coco(tmp_path):
     epochs (the schedule is in iterations and epochs)."""
     cfg = load(DET_CONFIGS[0])
     assert_same_lrs(mmengine_lrs(cfg, 40, 8, tmp_path), authors_coco_lrs(40))
-
-
-def test_ade20k_configs_share_one_schedule():
-    first = load(SEG_CONFIGS[0])
-    for name in SEG_CONFIGS[1:]:
-        cfg = load(name)
-        assert (cfg.param_scheduler, cfg.train_cfg, cfg.optim_wrapper.
-                optimizer.lr) == (first.param_scheduler, first.train_cfg,
-                                  first.optim_wrapper.optimizer.lr), name
 
 
 def test_ade20k(tmp_path):
