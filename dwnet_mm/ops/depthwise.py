@@ -22,8 +22,8 @@ NATIVE_KERNEL_SIZES = (3, 5, 7, 9)
 
 
 class DepthwiseConvNative(torch.autograd.Function):
-    """Native depth-wise conv of (N, H, W, C) ``x`` with (k, k, C) or
-    per-image (N, k, k, C) kernels and an optional (C, ) bias."""
+    """Native depth-wise conv of (N, H, W, C) ``x`` with per-image
+    (N, k, k, C) kernels and an optional (C, ) bias."""
 
     @staticmethod
     def forward(ctx, x, kernels, bias):
@@ -43,14 +43,14 @@ class DepthwiseConvNative(torch.autograd.Function):
             grad_x = ops.depthwise_conv_nhwc(grad, flipped, None, False)
         if ctx.needs_input_grad[1]:
             grad_kernels = ops.depthwise_conv_nhwc_weight_grad(
-                x, grad, kernels.shape[-2], kernels.dim() == 4)
+                x, grad, kernels.shape[1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 1, 2))
         return grad_x, grad_kernels, grad_bias
 
 
 def _native(x, kernels, bias, relu):
-    """The native kernels on (k, k, C) or (N, k, k, C) ``kernels``."""
+    """The native kernels on (N, k, k, C) ``kernels``."""
     x, kernels = x.contiguous(), kernels.contiguous()
     if not needs_autograd(x, kernels, bias):
         return native_ops().depthwise_conv_nhwc(x, kernels, bias, relu)

@@ -1,4 +1,5 @@
-"""The native NHWC depth-wise conv kernels against PyTorch's conv2d."""
+"""The native NHWC depth-wise conv kernels (the dynamic conv's: a kernel
+per image and channel) against PyTorch's conv2d."""
 import platform
 import sys
 import warnings
@@ -22,33 +23,24 @@ needs_native = pytest.mark.skipif(
 
 
 def reference(x, weight, bias=None):
-    """fp64 conv2d of NHWC ``x`` with (C, 1, k, k) or per-image
+    """fp64 conv2d of NHWC ``x``, image by image, with per-image
     (N, C, k, k) kernels."""
     x = x.double().permute(0, 3, 1, 2)
     k = weight.shape[-1]
     bias = None if bias is None else bias.double()
-    if weight.shape[1] == 1:
-        out = F.conv2d(x, weight.double(), bias, padding=k // 2,
-                       groups=x.shape[1])
-    else:
-        out = torch.cat([
-            F.conv2d(x[n:n + 1], weight[n].double().unsqueeze(1), bias,
-                     padding=k // 2, groups=x.shape[1])
-            for n in range(x.shape[0])
-        ])
+    out = torch.cat([
+        F.conv2d(x[n:n + 1], weight[n].double().unsqueeze(1), bias,
+                 padding=k // 2, groups=x.shape[1])
+        for n in range(x.shape[0])
+    ])
     return out.permute(0, 2, 3, 1)
 
 
 def depthwise_conv_nhwc(x, weight, bias=None, relu=False):
-    """The native kernels with (C, 1, k, k) or per-image (N, C, k, k)
-    kernels (C a multiple of 8, k of 3, 5, 7, 9): through the dynamic
-    conv's op, or directly for one kernel per channel."""
+    """The native kernels through the dynamic conv's op, with (N, C, k, k)
+    kernels (C a multiple of 8, k of 3, 5, 7, 9)."""
     assert depthwise_module._runs_native(x, weight.shape[-1])
-    if weight.shape[1] != 1:
-        return dynamic_depthwise_conv(x, weight, bias, relu)
-    C, _, k, _ = weight.shape
-    return depthwise_module._native(
-        x, weight.reshape(C, k * k).t().reshape(k, k, C), bias, relu)
+    return dynamic_depthwise_conv(x, weight, bias, relu)
 
 
 @needs_native
@@ -73,12 +65,10 @@ SHAPES = [
 
 @needs_native
 @pytest.mark.parametrize('N,H,W,C,k', SHAPES)
-@pytest.mark.parametrize('per_image', [False, True])
-def test_forward_and_backward_match_conv2d(N, H, W, C, k, per_image):
+def test_forward_and_backward_match_conv2d(N, H, W, C, k):
     torch.manual_seed(0)
     x = torch.randn(N, H, W, C, requires_grad=True)
-    shape = (N, C, k, k) if per_image else (C, 1, k, k)
-    weight = torch.randn(shape, requires_grad=True)
+    weight = torch.randn(N, C, k, k, requires_grad=True)
     bias = torch.randn(C, requires_grad=True)
     out = depthwise_conv_nhwc(x, weight, bias)
     ref = reference(x, weight, bias)
@@ -97,7 +87,7 @@ def test_forward_and_backward_match_conv2d(N, H, W, C, k, per_image):
 @needs_native
 def test_relu_and_no_bias_in_inference():
     torch.manual_seed(1)
-    x, weight = torch.randn(2, 10, 12, 16), torch.randn(16, 1, 7, 7)
+    x, weight = torch.randn(2, 10, 12, 16), torch.randn(2, 16, 7, 7)
     with torch.no_grad():
         out = depthwise_conv_nhwc(x, weight, relu=True)
     torch.testing.assert_close(out.double(), reference(x, weight).relu(),
@@ -110,11 +100,11 @@ def test_relu_and_no_bias_in_inference():
 
 @needs_native
 def test_weight_gradient_of_a_large_map_stays_accurate():
-    # Summed over 2 * 56 * 56 pixels: per-row partial sums keep fp32 close.
+    # Summed over 80 * 80 pixels: per-row partial sums keep fp32 close.
     torch.manual_seed(2)
-    x = torch.randn(2, 56, 56, 16)
-    weight = torch.randn(16, 1, 7, 7, requires_grad=True)
-    grad = torch.randn(2, 56, 56, 16)
+    x = torch.randn(1, 80, 80, 16)
+    weight = torch.randn(1, 16, 7, 7, requires_grad=True)
+    grad = torch.randn(1, 80, 80, 16)
     depthwise_conv_nhwc(x, weight).backward(grad)
     w64 = weight.detach().double().requires_grad_()
     reference(x, w64).backward(grad.double())

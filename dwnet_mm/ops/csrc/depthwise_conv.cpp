@@ -1,14 +1,13 @@
 // Depth-wise k x k convolution ("same" zero padding, odd k) on NHWC float
-// tensors, for x86-64 CPUs with AVX2 and FMA.
-//
-// Kernels are (K, K, C), one per channel, or (N, K, K, C), one per image
-// and channel (the dynamic conv). Both passes work on one output row at a
+// tensors with (N, K, K, C) kernels, one per image and channel (the dynamic
+// conv; the static conv runs in PyTorch's), for x86-64 CPUs with AVX2 and
+// FMA. Both passes work on one output row at a
 // time, so the K input rows they read stay in the core's cache, and skip
 // the taps that fall into the zero padding instead of padding a copy:
 // * the forward keeps 8 output pixels x 8 channels in registers over all
 //   K*K taps and loads each input vector once per kernel row;
 // * the kernel gradient keeps the K taps of one kernel row in registers
-//   along the row and adds them to a per-thread (K, K, C) sum.
+//   along the row and adds them to its image's (K, K, C) sum.
 // The input gradient is the forward pass with flipped kernels.
 #if !defined(__x86_64__)
 #error "the dwnet_mm CPU kernels are written for x86-64 (AVX2 + FMA)"
@@ -102,12 +101,12 @@ __attribute__((target("avx2,fma"))) inline void forward_block(
 template <int K>
 __attribute__((target("avx2,fma"))) void forward_rows(
     const float* x, const float* weight, const float* bias, float* out,
-    int64_t H, int64_t W, int64_t C, bool per_image, bool relu,
-    int64_t begin, int64_t end) {
+    int64_t H, int64_t W, int64_t C, bool relu, int64_t begin,
+    int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / H, h = r % H;
     const float* xn = x + n * H * W * C;
-    const float* w = weight + (per_image ? n * K * K * C : 0);
+    const float* w = weight + n * K * K * C;
     float* o = out + r * W * C;
     int64_t w0 = 0;
     for (; w0 + kPixels <= W; w0 += kPixels)
@@ -165,34 +164,31 @@ __attribute__((target("avx2,fma"))) void add_row_weight_grad(
   }
 }
 
-// Rows [begin, end) of the N * H output rows, added to sums; with
-// per_image, sums is (N, K, K, C) and each row adds to its image's.
+// Images [begin, end): each image's rows add to its (K, K, C) sum.
 template <int K>
-__attribute__((target("avx2,fma"))) void weight_grad_rows(
+__attribute__((target("avx2,fma"))) void weight_grad_images(
     const float* x, const float* grad, int64_t H, int64_t W, int64_t C,
-    bool per_image, int64_t begin, int64_t end, float* sums) {
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t n = r / H, h = r % H;
-    add_row_weight_grad<K>(x + n * H * W * C, grad + r * W * C, H, W, C, h,
-                           sums + (per_image ? n * K * K * C : 0));
-  }
+    int64_t begin, int64_t end, float* sums) {
+  for (int64_t n = begin; n < end; ++n)
+    for (int64_t h = 0; h < H; ++h)
+      add_row_weight_grad<K>(x + n * H * W * C, grad + (n * H + h) * W * C,
+                             H, W, C, h, sums + n * K * K * C);
 }
 
 }  // namespace
 
 // out[n, h, w, c] = bias[c] + sum_ij x[n, h + i - k//2, w + j - k//2, c]
-//                   * weight[(n,) i, j, c], then ReLU if ``relu``.
+//                   * weight[n, i, j, c], then ReLU if ``relu``.
 at::Tensor depthwise_conv_nhwc(const at::Tensor& x, const at::Tensor& weight,
                                const c10::optional<at::Tensor>& bias,
                                bool relu) {
   TORCH_CHECK(dwnet_mm::cpu_supported(), "this CPU lacks AVX2/FMA");
   check_nhwc(x, "x");
   check_input(weight, "weight");
-  TORCH_CHECK(weight.dim() == 3 || weight.dim() == 4,
-              "weight must be (K, K, C) or (N, K, K, C)");
-  const int64_t K = weight.size(-2);
-  TORCH_CHECK(weight.size(-3) == K && weight.size(-1) == x.size(3) &&
-                  (weight.dim() == 3 || weight.size(0) == x.size(0)),
+  TORCH_CHECK(weight.dim() == 4, "weight must be (N, K, K, C)");
+  const int64_t K = weight.size(1);
+  TORCH_CHECK(weight.size(2) == K && weight.size(3) == x.size(3) &&
+                  weight.size(0) == x.size(0),
               "weight ", weight.sizes(), " does not fit x ", x.sizes());
   const float* bias_ptr =
       dwnet_mm::optional_channels(bias, x.size(3), "bias");
@@ -201,19 +197,18 @@ at::Tensor depthwise_conv_nhwc(const at::Tensor& x, const at::Tensor& weight,
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const bool per_image = weight.dim() == 4;
   DWNET_DISPATCH_K(K, at::parallel_for(0, N * H, 1, [&](int64_t b,
                                                         int64_t e) {
     // Lambdas do not inherit target attributes: the body is a function.
-    forward_rows<kK>(xp, wp, bias_ptr, op, H, W, C, per_image, relu, b, e);
+    forward_rows<kK>(xp, wp, bias_ptr, op, H, W, C, relu, b, e);
   }));
   return out;
 }
 
-// The kernel gradient: (K, K, C), or (N, K, K, C) if ``per_image``.
+// The kernel gradient: (N, K, K, C).
 at::Tensor depthwise_conv_nhwc_weight_grad(const at::Tensor& x,
-                                           const at::Tensor& grad, int64_t K,
-                                           bool per_image) {
+                                           const at::Tensor& grad,
+                                           int64_t K) {
   TORCH_CHECK(dwnet_mm::cpu_supported(), "this CPU lacks AVX2/FMA");
   check_nhwc(x, "x");
   check_nhwc(grad, "grad");
@@ -221,29 +216,13 @@ at::Tensor depthwise_conv_nhwc_weight_grad(const at::Tensor& x,
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   const float* xp = x.data_ptr<float>();
   const float* gp = grad.data_ptr<float>();
-  if (per_image) {
-    // Rows of one image go to one thread: no two threads add to a sum.
-    at::Tensor out = at::zeros({N, K, K, C}, x.options());
-    float* op = out.data_ptr<float>();
-    DWNET_DISPATCH_K(K, at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
-      weight_grad_rows<kK>(xp, gp, H, W, C, true, b * H, e * H, op);
-    }));
-    return out;
-  }
-  // One (K, K, C) sum per chunk of rows, added up at the end.
-  const int64_t rows = N * H;
-  const int64_t chunks = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), rows));
-  at::Tensor sums = at::zeros({chunks, K, K, C}, x.options());
-  float* sp = sums.data_ptr<float>();
-  DWNET_DISPATCH_K(K, at::parallel_for(0, chunks, 1, [&](int64_t b,
-                                                         int64_t e) {
-    for (int64_t chunk = b; chunk < e; ++chunk)
-      weight_grad_rows<kK>(xp, gp, H, W, C, false, rows * chunk / chunks,
-                           rows * (chunk + 1) / chunks,
-                           sp + chunk * K * K * C);
+  // An image goes to one thread: no two threads add to a sum.
+  at::Tensor out = at::zeros({N, K, K, C}, x.options());
+  float* op = out.data_ptr<float>();
+  DWNET_DISPATCH_K(K, at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+    weight_grad_images<kK>(xp, gp, H, W, C, b, e, op);
   }));
-  return sums.sum(0);
+  return out;
 }
 
 void register_depthwise_conv(pybind11::module& m) {
@@ -251,6 +230,5 @@ void register_depthwise_conv(pybind11::module& m) {
         py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("relu") = false);
   m.def("depthwise_conv_nhwc_weight_grad", &depthwise_conv_nhwc_weight_grad,
-        py::arg("x"), py::arg("grad"), py::arg("kernel_size"),
-        py::arg("per_image"));
+        py::arg("x"), py::arg("grad"), py::arg("kernel_size"));
 }
