@@ -9,9 +9,11 @@ export DWNET_VENV := $(abspath $(VENV))
 install:
 	@bash tools/install_env.sh
 
-## test: install if needed, then run the test suite
+## test: install if needed, then run the test suite in two processes
+## (--dist loadfile: a file's tests share one process, so a module's
+## fixtures, such as the quick demo's run, are built once)
 test: install
-	$(PYTHON) -m pytest tests -q -p no:cacheprovider
+	$(PYTHON) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile
 
 ## demo: install if needed, then train/evaluate cls, det and seg on synthetic data
 demo: install
