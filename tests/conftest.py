@@ -1,5 +1,7 @@
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 from mmengine.registry import DefaultScope
@@ -39,6 +41,15 @@ def _isolate_default_scope():
     snapshot = _scope_snapshot()
     yield
     _scope_restore(snapshot)
+
+
+# Each test starts from the same random state, whichever xdist worker runs
+# it and whatever ran before, so a failure replays with the test alone.
+@pytest.fixture(autouse=True)
+def _seed_random_generators():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture
