@@ -289,7 +289,7 @@ def worker_reference(args):
 def case_line(cases):
     counts = Counter(outcome for _, outcome, _ in cases)
     return ', '.join(f'{counts[k]} {k}' for k in ('passed', 'failed',
-                                                 'skipped') if counts[k])
+                                                  'skipped') if counts[k])
 
 
 def triton_shapes(device):

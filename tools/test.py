@@ -63,8 +63,9 @@ def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401
     from dwnet_mm.runner_setup import (ConfigError, check_dataset_paths,
-                               exit_on_unknown_type, init_cpu_distributed,
-                               load_config, prepare_test_config)
+                                       exit_on_unknown_type,
+                                       init_cpu_distributed, load_config,
+                                       prepare_test_config)
     from dwnet_mm.safe_loading import UnsafeCheckpointError, checkpoint_loading
     from mmengine.evaluator import DumpResults
     from mmengine.runner import Runner

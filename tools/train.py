@@ -46,8 +46,9 @@ def main(argv=None):
     args = parse_args(argv)
     import dwnet_mm  # noqa: F401  (registers DWNet)
     from dwnet_mm.runner_setup import (ConfigError, check_dataset_paths,
-                               exit_on_unknown_type, init_cpu_distributed,
-                               load_config, prepare_train_config)
+                                       exit_on_unknown_type,
+                                       init_cpu_distributed, load_config,
+                                       prepare_train_config)
     from dwnet_mm.safe_loading import UnsafeCheckpointError, checkpoint_loading
     from mmengine.runner import Runner
     try:

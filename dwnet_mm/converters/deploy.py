@@ -13,6 +13,7 @@ from copy import deepcopy
 _TRAINING_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.mixer\.')
 _DEPLOY_BLOCK_KEY = re.compile(r'stages\.\d+\.blocks\.\d+\.fc1\.')
 
+
 def training_form(model, init_cfg=None):
     """A training-form DWNet built like ``model`` (with its
     ``build_kwargs``), on the CPU.

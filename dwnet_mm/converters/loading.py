@@ -208,9 +208,9 @@ def load_dwnet_checkpoint(model, filename, prefix=None, map_location='cpu',
             mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs '
                               f'model {tuple(target)}')
     if mismatched:
+        resizable = any('depthwise.conv.weight' in m for m in mismatched)
         hint = (' (set resize_kernels=True in the Pretrained init_cfg to '
-                'interpolate depth-wise kernels)'
-                if any('depthwise.conv.weight' in m for m in mismatched) else '')
+                'interpolate depth-wise kernels)' if resizable else '')
         raise RuntimeError(f'shape mismatch loading {filename}{hint}:\n  ' +
                            '\n  '.join(mismatched))
 

@@ -269,7 +269,7 @@ def write_coco_split(root, split, seed, size, count, max_objects):
                     image_id=i + 1,
                     category_id=label + 1,
                     bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0,
-                                                        y1 - y0)],
+                                                       y1 - y0)],
                     area=round(area, 2),
                     segmentation=[[round(float(v), 2)
                                    for v in polygon.reshape(-1)]],

@@ -165,5 +165,3 @@ def check_container(data):
         stream = io.BytesIO(data)
         for _ in range(5):
             _scan(stream, len(data))
-
-

@@ -61,7 +61,7 @@ def test_file_counts(demo_data):
     for split, n in (('training', 5), ('validation', 3)):
         assert len(os.listdir(osp.join(root, 'ade', 'images', split))) == n
         assert len(os.listdir(osp.join(root, 'ade', 'annotations',
-                                        split))) == n
+                                       split))) == n
 
 
 def test_other_seed_gives_other_images(demo_data, tmp_path):

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dwnet_mm.export import (SlicedAdaptiveAvgPool2d, export_onnx,
-                                 max_relative_error, nonstandard_ops,
-                                 onnxruntime_session, run_onnxruntime)
+                             max_relative_error, nonstandard_ops,
+                             onnxruntime_session, run_onnxruntime)
 from dwnet_mm.models import DWNet
 from dwnet_mm.ops import depthwise_conv_taps, onnx_exporting
 
@@ -144,7 +144,7 @@ def test_depthwise_conv_taps_is_a_depthwise_conv(kernel_size):
     expected = F.conv2d(x, weight, padding=k // 2, groups=6)
     taps = depthwise_conv_taps(
         x.unsqueeze(2), weight.view(1, 6, k * k, 1, 1).expand(2, -1, -1, -1,
-                                                                -1), k,
+                                                              -1), k,
         k // 2, k // 2)
     torch.testing.assert_close(taps.squeeze(2), expected)
 

@@ -1,7 +1,6 @@
 """The deploy form (DWNet.switch_to_deploy) and the fast inference paths."""
 import importlib.util
 import mmap
-import re
 import subprocess
 import sys
 from copy import deepcopy

@@ -191,8 +191,8 @@ def corpus(canary):
                                          collections.OrderedDict})}, True),
         # Code execution, as a file would try it.
         'os.system': ({'meta': Call(os.system, cmd)}, True),
-        'builtins.exec': ({'meta': Call(exec, f'import os; os.system({cmd!r})')},
-                          True),
+        'builtins.exec': (
+            {'meta': Call(exec, f'import os; os.system({cmd!r})')}, True),
         'getattr gadget': ({'meta': Call(getattr, getattr, '__self__')},
                            True),
         'HistoryBuffer with a foreign statistics method': (

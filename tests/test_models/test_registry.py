@@ -63,7 +63,7 @@ def test_defaults_do_not_follow_scope(scope):
     outs = model(torch.randn(1, 3, 32, 32))
     assert [o.shape[1:] for o in outs] == [
         (c, 32 // s, 32 // s) for c, s in zip(SMALL['channels'],
-                                               (4, 8, 16, 32))]
+                                              (4, 8, 16, 32))]
 
 
 def test_explicit_options_win():

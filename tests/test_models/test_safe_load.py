@@ -257,7 +257,7 @@ def ep_load_dwnet_checkpoint(path, tmp_path):
 
 def ep_init_cfg(path, tmp_path):
     DWNet(arch=SMALL, init_cfg=dict(type='Pretrained',
-                                 checkpoint=str(path))).init_weights()
+                                    checkpoint=str(path))).init_weights()
 
 
 def ep_init_cfg_deploy(path, tmp_path):
@@ -657,12 +657,12 @@ def test_trust_checkpoint_opt_in(form, tmp_path):
     with pytest.warns(UserWarning, match='full pickle'):
         assert safe_load(str(path), trust=True)['extra'].value == 7
     model = DWNet(arch=SMALL, init_cfg=dict(type='Pretrained',
-                                         checkpoint=str(path)))
+                                            checkpoint=str(path)))
     with pytest.raises(UnsafeCheckpointError):
         model.init_weights()
     model = DWNet(arch=SMALL, init_cfg=dict(type='Pretrained',
-                                         checkpoint=str(path),
-                                         trust_checkpoint=True))
+                                            checkpoint=str(path),
+                                            trust_checkpoint=True))
     with pytest.warns(UserWarning, match='full pickle'):
         model.init_weights()
     with checkpoint_loading(trust=True), pytest.warns(UserWarning):

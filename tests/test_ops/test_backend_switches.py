@@ -3,7 +3,6 @@
 ``set_triton`` (timm's ``set_fused_attn`` pattern); each turns off its own
 kernels only. Triton is reported present and ``TRITON_INTERPRET=1`` makes
 CPU tensors qualify, so no GPU is needed."""
-import os
 import subprocess
 import sys
 

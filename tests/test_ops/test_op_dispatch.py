@@ -295,7 +295,7 @@ def test_backends_chosen(monkeypatch):
         module = InhomogeneousDynamicConv2d(32, k, i_dynamic_groups=G).eval()
         with torch.no_grad():
             i_dynamic_conv_from_hidden(x, module.hidden_features(x),
-                           *_generator(module), k, G)
+                                       *_generator(module), k, G)
         assert len(calls) == (2 if native else k % 2)
     module = InhomogeneousDynamicConv2d(32, 7, i_dynamic_groups=8).eval()
     out = i_dynamic_conv_from_hidden(x, module.hidden_features(x),
@@ -346,15 +346,13 @@ class _AllOps(nn.Module):
                          self.generator.bias).reshape(
                              x.shape[0], -1, self.k, self.k)
         x = dynamic_depthwise_conv(x, kernels, self.bias, relu=True)
-        x = i_dynamic_conv_from_hidden(x, linear(x, self.hidden.weight,
-                                     self.hidden.bias, relu=True),
-                           self.kernels.weight, self.kernels.bias, self.k,
-                           self.G, self.scale, self.bias, relu=True)
-        x = i_dynamic_conv_from_hidden(x, linear(x, self.hidden.weight,
-                                     self.hidden.bias, relu=True),
-                           self.kernels.weight, self.kernels.bias, self.k,
-                           self.G, self.scale, self.bias, relu=True,
-                           interleaved=True)
+        for interleaved in (False, True):
+            hidden = linear(x, self.hidden.weight, self.hidden.bias,
+                            relu=True)
+            x = i_dynamic_conv_from_hidden(
+                x, hidden, self.kernels.weight, self.kernels.bias, self.k,
+                self.G, self.scale, self.bias, relu=True,
+                interleaved=interleaved)
         return (x + mlp(x, self.fc1, self.fc2)).permute(0, 3, 1, 2)
 
 
@@ -364,8 +362,8 @@ def test_onnx_export(tmp_path):
     pytest.importorskip('onnx')
     pytest.importorskip('onnxruntime')
     from dwnet_mm.export import (export_onnx, max_relative_error,
-                                     nonstandard_ops, onnxruntime_session,
-                                     run_onnxruntime)
+                                 nonstandard_ops, onnxruntime_session,
+                                 run_onnxruntime)
     torch.manual_seed(0)
     model = _AllOps().eval()
     path = str(tmp_path / 'ops.onnx')

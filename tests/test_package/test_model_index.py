@@ -103,7 +103,7 @@ def test_get_model_by_name_is_the_config_model():
 
 
 def test_inferencer_by_name_reads_a_local_checkpoint(tmp_path,
-                                                    torch_load_calls):
+                                                     torch_load_calls):
     from mmpretrain.apis import ImageClassificationInferencer
     torch.manual_seed(2)
     model = _config_model()

@@ -143,7 +143,7 @@ def test_onnx_export_of_the_training_form(tmp_path):
     Runtime at another batch and an odd size, against the reference."""
     pytest.importorskip('onnxruntime')
     from dwnet_mm.export import (export_onnx, onnxruntime_session,
-                                     run_onnxruntime)
+                                 run_onnxruntime)
     reference, model = build_pair('all', dense=True)
     reference.eval(), model.eval()
     path = str(tmp_path / 'all.onnx')

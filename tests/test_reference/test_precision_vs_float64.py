@@ -83,4 +83,4 @@ def test_native_within_1_5x_of_pytorch_form(conv_type):
     for name, error in native.items():
         assert error < 1e-4, (name, native, pytorch)
         assert error <= 1.5 * max(pytorch[name], FLOOR), (name, native,
-                                                           pytorch)
+                                                          pytorch)

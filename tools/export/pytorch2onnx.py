@@ -118,8 +118,8 @@ def main(argv=None):
     from dwnet_mm.runner_setup import ConfigError
     from dwnet_mm.safe_loading import UnsafeCheckpointError
     from dwnet_mm.export import (MissingExportDependency, export_onnx,
-                                     max_relative_error, onnxruntime_session,
-                                     run_onnxruntime)
+                                 max_relative_error, onnxruntime_session,
+                                 run_onnxruntime)
     try:
         model, scope = prepare(args)
     except (ConfigError, MissingExportDependency, ValueError,

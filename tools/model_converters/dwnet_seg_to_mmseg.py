@@ -36,8 +36,9 @@ def parse_args(argv=None):
         description='Convert an authors\' DWNet UPerNet checkpoint '
         '(mmseg 0.x) to mmseg 1.x / dwnet_mm names')
     parser.add_argument('src', help='authors\' checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint (.pth, or .safetensors: weights only, '
-                        'cannot run code when read)')
+    parser.add_argument('dst', help='output checkpoint (.pth, or '
+                        '.safetensors: weights only, cannot run code when '
+                        'read)')
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
         help='src is trusted: if the safe loader refuses it, unpickle it '

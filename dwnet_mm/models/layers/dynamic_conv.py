@@ -56,7 +56,6 @@ class DynamicDepthwiseConv2d(nn.Module):
                                       self.bias).permute(0, 3, 1, 2)
 
 
-
 class FoldedDynamicDepthwiseConv2d(nn.Module):
     """The deploy form of :class:`DynamicDepthwiseConv2d` -> BN -> ReLU, on
     (N, H, W, C) tensors.
@@ -159,7 +158,6 @@ class InhomogeneousDynamicConv2d(nn.Module):
                                           bias, self.kernel_size,
                                           self.i_dynamic_groups).permute(
                                               0, 3, 1, 2)
-
 
 
 def tap_major(conv, groups):
