@@ -97,7 +97,7 @@ extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
 # ONNX export (tools/export/pytorch2onnx.py) and its ONNX Runtime check.
 extras['export'] = ['onnx', 'onnxruntime']
 extras['tests'] = extras['all'] + extras['export'] + [
-    'pytest>=7', 'pytest-xdist']
+    'pytest>=7', 'pytest-xdist', 'flake8']
 
 setup(
     name='dwnet-mm',
